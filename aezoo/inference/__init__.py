@@ -1,0 +1,12 @@
+"""Inference engines and objectives; the registry key is the engine's module name."""
+
+from types import ModuleType
+
+from aezoo.inference import iwae, svi
+from aezoo.inference.loop import GradientEngine
+
+_MODULES: list[ModuleType] = [svi, iwae]
+
+ENGINES: dict[str, type] = {m.__name__.rsplit(".", 1)[-1]: m.ENGINE for m in _MODULES}
+
+__all__ = ["ENGINES", "GradientEngine"]

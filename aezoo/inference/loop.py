@@ -1,0 +1,130 @@
+"""The one optimisation loop shared by the gradient engines (``svi``, ``iwae``, ...).
+
+An engine subclasses :class:`GradientEngine` and states only its objective in ``loss``; the
+loop does minibatching with ``num_data`` scaling, Adam, seeding, a tqdm progress bar, NaN
+checks and per-epoch checkpoints from which an interrupted fit resumes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pyro
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from aezoo.core import Autoencoder, FitResult, atomic_torch_save, load_checkpoint
+
+
+@dataclass(frozen=True)
+class GradientEngine:
+    """Fields shared by optimisation engines.
+
+    Attributes:
+        epochs: passes over the training data.
+        batch_size: minibatch size ``B``.
+        lr: Adam learning rate.
+        seed: seeds Pyro/torch and the minibatch order.
+        progress: show a tqdm progress bar with the running loss.
+    """
+
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    progress: bool = True
+
+    def loss(self, ae: Autoencoder, *batch: Tensor, num_data: int) -> Tensor:
+        """Negative objective per datum (nats), averaged over the minibatch; differentiable."""
+        raise NotImplementedError
+
+    def check(self, ae: Autoencoder, *data: Tensor) -> None:
+        """Raise ``ValueError`` when the engine does not apply to ``ae`` (e.g. needs reparameterised guides)."""
+
+    def fit(
+        self,
+        ae: Autoencoder,
+        *data: Tensor,
+        transform: Callable[[Tensor], Tensor] | None = None,
+        checkpoint: str | Path | None = None,
+    ) -> FitResult:
+        """Train ``ae`` in place.
+
+        Args:
+            ae: the autoencoder; its device decides where the work runs.
+            data: ``x`` ``(N, D_x)`` then covariates ``(N, ...)``.
+            transform: applied to each ``x`` minibatch before use (e.g. dynamic binarization).
+            checkpoint: file written after every epoch (model, optimiser, RNG states, losses); if it
+                exists, the fit resumes after its last epoch.
+
+        Returns:
+            ``FitResult`` with ``losses`` ``(E,)`` in nats per datum and ``stats["train_seconds"]``.
+
+        Raises:
+            ValueError: data that do not fit the model.
+            FloatingPointError: the loss became NaN or infinite (lower ``lr``).
+        """
+        if not data:
+            raise ValueError("fit needs at least the data tensor x")
+        device = next(ae.parameters()).device
+        data = tuple(d.to(device) for d in data)
+        num_data = len(data[0])
+        if any(len(d) != num_data for d in data):
+            raise ValueError(f"data tensors differ in length: {[len(d) for d in data]}")
+        ae.validate(*_transformed(data, transform))
+        first = _transformed(tuple(d[: self.batch_size] for d in data), transform)
+        self.check(ae, *first)
+
+        pyro.set_rng_seed(self.seed)
+        order = torch.Generator().manual_seed(self.seed)
+        self.loss(ae, *first, num_data=num_data)  # warm-up: lazily created parameters exist after it
+        optim = torch.optim.Adam(ae.parameters(), lr=self.lr)
+        losses: list[float] = []
+        seconds = 0.0
+        if checkpoint is not None and Path(checkpoint).exists():
+            state = load_checkpoint(checkpoint)
+            ae.load_state_dict(state["model"])
+            optim.load_state_dict(state["optim"])
+            losses, seconds = state["losses"].tolist(), float(state["train_seconds"])
+            torch.set_rng_state(state["torch_rng"])
+            order.set_state(state["order_rng"])
+
+        steps = math.ceil(num_data / self.batch_size)
+        bar = tqdm(total=self.epochs * steps, initial=len(losses) * steps, disable=not self.progress,
+                   desc=f"{type(self).__name__.lower()} {ae.name}", unit="step", dynamic_ncols=True)
+        ae.train()
+        for epoch in range(len(losses), self.epochs):
+            start, total, seen = time.perf_counter(), 0.0, 0
+            for idx in torch.randperm(num_data, generator=order).to(device).split(self.batch_size):
+                batch = _transformed(tuple(d[idx] for d in data), transform)
+                loss = self.loss(ae, *batch, num_data=num_data)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{type(self).__name__} loss became {loss.item()} in epoch {epoch + 1}; lower the learning "
+                        f"rate (lr={self.lr}) or check the data; the last good epoch is in the checkpoint"
+                    )
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                total, seen = total + loss.item() * len(idx), seen + len(idx)
+                bar.update()
+                bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}")
+            seconds += time.perf_counter() - start
+            losses.append(total / num_data)
+            if checkpoint is not None:
+                atomic_torch_save({
+                    "model": ae.state_dict(), "optim": optim.state_dict(), "losses": torch.tensor(losses),
+                    "train_seconds": seconds, "torch_rng": torch.get_rng_state(), "order_rng": order.get_state(),
+                }, checkpoint)
+        bar.close()
+        ae.eval()
+        return FitResult(losses=torch.tensor(losses), stats={"train_seconds": torch.tensor(seconds)})
+
+
+def _transformed(batch: tuple[Tensor, ...], transform: Callable[[Tensor], Tensor] | None) -> tuple[Tensor, ...]:
+    return batch if transform is None else (transform(batch[0]), *batch[1:])

@@ -1,0 +1,87 @@
+"""Variational autoencoder: Gaussian latent, MLP decoder, amortized diagonal-Normal guide.
+
+Generative story, for each datum b of the ``"data"`` plate::
+
+    z_b ~ N(0, I_{D_z})                     z: (B, D_z)
+    x_b | z_b ~ p(x | decoder(z_b))         x: (B, D_x); Bernoulli, continuous Bernoulli or Gaussian
+
+Guide: q(z_b | x_b) = N(mu(x_b), diag sigma(x_b)^2) from an MLP encoder (amortized).
+
+The default is the one-stochastic-layer architecture of [2]: 784-200-200-50 with tanh.
+
+References:
+    1. Auto-Encoding Variational Bayes, Kingma & Welling, arXiv:1312.6114.
+    2. Importance Weighted Autoencoders, Burda, Grosse & Salakhutdinov, arXiv:1509.00519.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.nn import PyroModule
+from torch import Tensor, nn
+
+from aezoo.core import Autoencoder
+from aezoo.guides import AmortizedNormal
+from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
+from aezoo.nn import MLP
+
+
+@dataclass(frozen=True)
+class Config:
+    x_dim: int = 784
+    z_dim: int = 50
+    hidden_dims: tuple[int, ...] = (200, 200)
+    activation: str = "tanh"
+    likelihood: str = "bernoulli"  # one of aezoo.likelihoods.LIKELIHOODS
+
+    def __post_init__(self) -> None:
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
+
+
+class Model(PyroModule):
+    """p(z) p(x | z) with an MLP decoder; see the module docstring."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.decoder = MLP(cfg.z_dim, cfg.hidden_dims[::-1], cfg.x_dim, cfg.activation)
+        if cfg.likelihood == "gaussian":
+            self.scale_raw = nn.Parameter(torch.zeros(cfg.x_dim))
+
+    def forward(self, x: Tensor, num_data: int | None = None) -> None:
+        with pyro.plate("data", num_data or len(x), subsample=x):
+            z = pyro.sample("z", self.z_dist(x))
+            pyro.sample("x", self.x_dist(z), obs=x)
+
+    def z_dist(self, x: Tensor) -> dist.Distribution:
+        """The prior N(0, I) with event shape ``(D_z,)``."""
+        return dist.Normal(x.new_zeros(self.cfg.z_dim), 1.0).to_event(1)
+
+    def x_dist(self, z: Tensor) -> dist.Distribution:
+        """p(x | z) for ``z`` ``(..., B, D_z)``; event shape ``(D_x,)``."""
+        scale = F.softplus(self.scale_raw) + 1e-3 if self.cfg.likelihood == "gaussian" else None
+        return x_dist(self.cfg.likelihood, self.decoder(z), scale)
+
+    def validate(self, x: Tensor) -> None:
+        check_x(x, self.cfg.x_dim, self.cfg.likelihood)
+
+
+def build(cfg: Config = Config()) -> Autoencoder:
+    """A VAE with the encoder ``D_x -> hidden_dims -> 2 D_z`` and the mirrored decoder."""
+    encoder = MLP(cfg.x_dim, cfg.hidden_dims, 2 * cfg.z_dim, cfg.activation)
+    return Autoencoder(Model(cfg), AmortizedNormal("z", encoder), cfg, name=__name__.rsplit(".", 1)[-1])
+
+
+def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor]:
+    """``n`` draws ``(n, D_x)`` from a randomly initialised model (seeded), fit for its likelihood."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = Model(cfg)
+        with torch.no_grad():
+            return (model.x_dist(torch.randn(n, cfg.z_dim)).sample(),)
