@@ -39,7 +39,7 @@ def image_grid(
             ax.set_xticks([]), ax.set_yticks([])
             if c < len(images):
                 limits = {"vmin": 0, "vmax": 1} if image_shape else {}
-                ax.imshow(images[c].detach().cpu().reshape(shape), cmap="gray", aspect="auto", **limits)
+                ax.imshow(images[c].detach().cpu().reshape(shape).numpy(), cmap="gray", aspect="auto", **limits)
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title)
