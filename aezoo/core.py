@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -98,23 +99,27 @@ def config_from_dict(cls: type, values: dict[str, Any]):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def _parse_like(default: Any, text: str, key: str) -> Any:
+def _parse_as(hint: Any, text: str, key: str) -> Any:
+    """Parse ``text`` as the declared field type ``hint`` (int, float, bool, str, tuple[int, ...], X | None)."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # Optional[X]
+        if text.lower() in ("none", "null"):
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+    origin = typing.get_origin(hint) or hint
     try:
-        if isinstance(default, bool):
+        if origin is bool:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(text)
             return text.lower() in ("true", "1")
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-        if isinstance(default, tuple):
-            return tuple(int(v) for v in text.split(",") if v.strip())
-        if default is None:
-            return None if text.lower() == "none" else json.loads(text)
+        if origin is tuple:
+            item = (typing.get_args(hint) or (str,))[0]
+            return tuple(item(v) for v in text.split(",") if v.strip())
+        if origin in (int, float, str):
+            return origin(text)
     except ValueError as err:
-        raise ValueError(f"cannot read {key}={text!r} as a {type(default).__name__}") from err
-    return text
+        raise ValueError(f"cannot read {key}={text!r} as {hint}") from err
+    raise TypeError(f"{key}: fields of type {hint} cannot be set from text")
 
 
 def config_with(cfg: Any, overrides: dict[str, str], prefix: str = "") -> Any:
@@ -122,18 +127,20 @@ def config_with(cfg: Any, overrides: dict[str, str], prefix: str = "") -> Any:
 
     Args:
         cfg: a config dataclass instance.
-        overrides: field name -> text, e.g. ``{"z_dim": "10", "hidden_dims": "400,400"}``.
+        overrides: field name -> text, e.g. ``{"z_dim": "10", "hidden_dims": "400,400"}``; parsed
+            as the field's declared type (``none`` clears an optional field).
         prefix: shown in error messages, e.g. ``"model."``.
 
     Raises:
         ValueError: an unknown key (the message lists the valid ones) or an unparsable value.
     """
+    hints = typing.get_type_hints(type(cfg))
     fields = {f.name for f in dataclasses.fields(cfg)}
     changes = {}
     for key, text in overrides.items():
         if key not in fields:
             raise ValueError(f"unknown setting {prefix}{key}; valid: {', '.join(prefix + f for f in sorted(fields))}")
-        changes[key] = _parse_like(getattr(cfg, key), text, prefix + key)
+        changes[key] = _parse_as(hints[key], text, prefix + key)
     return dataclasses.replace(cfg, **changes)
 
 

@@ -9,6 +9,7 @@ Burda, Grosse & Salakhutdinov, arXiv:1509.00519).
 from __future__ import annotations
 
 import pyro
+import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import prune_subsample_sites
@@ -22,8 +23,10 @@ def max_plate_nesting(ae: Autoencoder, *data: Tensor) -> int:
     cached = getattr(ae, "_max_plate_nesting", None)
     if cached is not None:
         return cached
-    guide_tr = poutine.trace(ae.guide).get_trace(*[d[:2] for d in data])
-    model_tr = poutine.trace(poutine.replay(ae.model, trace=guide_tr)).get_trace(*[d[:2] for d in data])
+    probe = [d[:2] for d in data]
+    with torch.random.fork_rng(devices=[probe[0].device] if probe[0].is_cuda else []):  # leave the RNG as it was
+        guide_tr = poutine.trace(ae.guide).get_trace(*probe)
+        model_tr = poutine.trace(poutine.replay(ae.model, trace=guide_tr)).get_trace(*probe)
     dims = [-f.dim for tr in (guide_tr, model_tr) for s in tr.nodes.values() if s["type"] == "sample"
             for f in s["cond_indep_stack"] if f.vectorized]
     ae._max_plate_nesting = max(dims, default=0)

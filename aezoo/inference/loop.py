@@ -82,7 +82,8 @@ class GradientEngine:
 
         pyro.set_rng_seed(self.seed)
         order = torch.Generator().manual_seed(self.seed)
-        self.loss(ae, *first, num_data=num_data)  # warm-up: lazily created parameters exist after it
+        with torch.no_grad():
+            self.loss(ae, *first, num_data=num_data)  # warm-up: lazily created parameters exist after it
         optim = torch.optim.Adam(ae.parameters(), lr=self.lr)
         losses: list[float] = []
         seconds = 0.0
@@ -91,7 +92,11 @@ class GradientEngine:
             ae.load_state_dict(state["model"])
             optim.load_state_dict(state["optim"])
             losses, seconds = state["losses"].tolist(), float(state["train_seconds"])
+            if len(losses) > self.epochs:
+                raise ValueError(f"checkpoint {checkpoint} already holds {len(losses)} epochs, more than epochs={self.epochs}")
             torch.set_rng_state(state["torch_rng"])
+            if device.type == "cuda":
+                torch.cuda.set_rng_state(state["cuda_rng"], device)
             order.set_state(state["order_rng"])
 
         steps = math.ceil(num_data / self.batch_size)
@@ -117,13 +122,14 @@ class GradientEngine:
             seconds += time.perf_counter() - start
             losses.append(total / num_data)
             if checkpoint is not None:
-                atomic_torch_save({
-                    "model": ae.state_dict(), "optim": optim.state_dict(), "losses": torch.tensor(losses),
-                    "train_seconds": seconds, "torch_rng": torch.get_rng_state(), "order_rng": order.get_state(),
-                }, checkpoint)
+                rng = {"torch_rng": torch.get_rng_state(), "order_rng": order.get_state()}
+                if device.type == "cuda":
+                    rng["cuda_rng"] = torch.cuda.get_rng_state(device)
+                atomic_torch_save({"model": ae.state_dict(), "optim": optim.state_dict(), "train_seconds": seconds,
+                                   "losses": torch.tensor(losses, dtype=torch.float64), **rng}, checkpoint)
         bar.close()
         ae.eval()
-        return FitResult(losses=torch.tensor(losses), stats={"train_seconds": torch.tensor(seconds)})
+        return FitResult(losses=torch.tensor(losses, dtype=torch.float64), stats={"train_seconds": torch.tensor(seconds)})
 
 
 def _transformed(batch: tuple[Tensor, ...], transform: Callable[[Tensor], Tensor] | None) -> tuple[Tensor, ...]:

@@ -1,0 +1,105 @@
+"""Shared fixtures: seeded, validated Pyro state per test, the device, tiny model builders."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pyro
+import pytest
+import torch
+
+from aezoo.inference import ENGINES
+from aezoo.models import MODELS
+
+# Tiny sizes for the contract matrix; a model missing here is built from its default Config.
+SMALL_CONFIGS: dict[str, dict] = {
+    "vae": {"x_dim": 12, "z_dim": 2, "hidden_dims": (8,)},
+    "linear_gaussian": {"x_dim": 4, "z_dim": 2},
+}
+# Engine settings for one quick epoch; only fields an engine has are applied.
+SMALL_ENGINE = {"epochs": 1, "batch_size": 8, "lr": 1e-2, "progress": False}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The suite's tensors are tiny: intra-op threads only add contention on a shared 2-core
+    # runner (measured: the same fit took 1 s with one thread, up to 50 s with two under load).
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def pyro_state():
+    """Seed, empty param store, validation on, module-local params (trap 4); restored afterwards."""
+    pyro.set_rng_seed(0)
+    pyro.clear_param_store()
+    with pyro.validation_enabled(True), pyro.settings.context(module_local_params=True):
+        yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """``AEZOO_DEVICE`` (default ``cpu``): ``AEZOO_DEVICE=cuda pytest`` reruns the suite on a GPU."""
+    dev = torch.device(os.environ.get("AEZOO_DEVICE", "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("AEZOO_DEVICE asks for CUDA, which is not available")
+    return dev
+
+
+def small_config(name: str, **overrides):
+    module = MODELS[name]
+    return dataclasses.replace(module.Config(), **{**SMALL_CONFIGS.get(name, {}), **overrides})
+
+
+def small_engine(name: str, **overrides):
+    cls = ENGINES[name]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in {**SMALL_ENGINE, **overrides}.items() if k in fields})
+
+
+@pytest.fixture
+def tiny(device):
+    """``tiny(name, n=20, seed=0, **cfg)`` -> ``(ae, data)``: small model and example data on ``device``."""
+
+    def make(name: str, n: int = 20, seed: int = 0, **cfg_overrides):
+        module = MODELS[name]
+        cfg = small_config(name, **cfg_overrides)
+        torch.manual_seed(seed)
+        ae = module.build(cfg).to(device)
+        data = tuple(d.to(device) for d in module.example_data(cfg, n, seed=seed))
+        return ae, data
+
+    return make
+
+
+@pytest.fixture
+def engine():
+    """``engine(name, **fields)``: an engine instance set up for one quick epoch."""
+    return small_engine
+
+
+@pytest.fixture
+def linear_gaussian(device):
+    """``linear_gaussian(n, x_dim=5, z_dim=2, seed=0)`` -> ``(ae, x)`` in float64 with a random W and mu."""
+    module = MODELS["linear_gaussian"]
+
+    def make(n: int, x_dim: int = 5, z_dim: int = 2, seed: int = 0):
+        cfg = module.Config(x_dim=x_dim, z_dim=z_dim)
+        torch.manual_seed(seed)
+        ae = module.build(cfg).double()
+        with torch.no_grad():  # away from the near-zero initial W so the tests are not degenerate
+            ae.model.W.normal_()
+            ae.model.mu.normal_()
+        x = module.example_data(cfg, n, seed=seed + 1)[0].double()
+        return ae.to(device), x.to(device)
+
+    return make

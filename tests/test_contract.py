@@ -1,0 +1,206 @@
+"""The contract every model x engine pair keeps, at tiny sizes; ids are registry keys, e.g. [vae-svi]."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import itertools
+import pkgutil
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
+
+import aezoo.inference
+import aezoo.models
+from aezoo.core import Autoencoder, FitResult, load, save
+from aezoo.inference import ENGINES
+from aezoo.models import MODELS
+
+MATRIX = [pytest.param(m, e, id=f"{m}-{e}") for m, e in itertools.product(sorted(MODELS), sorted(ENGINES))]
+matrix = pytest.mark.parametrize("model_name, engine_name", MATRIX)
+each_model = pytest.mark.parametrize("model_name", sorted(MODELS))
+each_engine = pytest.mark.parametrize("engine_name", sorted(ENGINES))
+
+
+def traces(ae: Autoencoder, x: torch.Tensor, num_data: int | None = None):
+    """Guide trace and the model trace replayed on it, subsample sites removed."""
+    guide_tr = poutine.trace(ae.guide).get_trace(x, num_data=num_data)
+    model_tr = poutine.trace(poutine.replay(ae.model, trace=guide_tr)).get_trace(x, num_data=num_data)
+    return prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
+
+
+def sample_sites(tr) -> dict:
+    return {n: s for n, s in tr.nodes.items() if s["type"] == "sample"}
+
+
+def seeded_loss(engine, ae: Autoencoder, x: torch.Tensor, num_data: int, seed: int = 1) -> torch.Tensor:
+    if not hasattr(engine, "loss"):
+        pytest.skip(f"{type(engine).__name__} has no loss (not an optimisation engine)")
+    engine.loss(ae, x, num_data=num_data)  # warm-up: caches (e.g. plate nesting) may draw random numbers
+    pyro.set_rng_seed(seed)
+    return engine.loss(ae, x, num_data=num_data).detach()
+
+
+# -- registries ---------------------------------------------------------------------------------
+
+
+def test_every_model_file_is_registered():
+    files = {p.stem for p in Path(aezoo.models.__file__).parent.glob("*.py") if p.stem != "__init__"}
+    assert files == set(MODELS)
+
+
+def test_every_engine_module_is_registered():
+    found = {}
+    for info in pkgutil.iter_modules(aezoo.inference.__path__):
+        module = importlib.import_module(f"aezoo.inference.{info.name}")
+        if hasattr(module, "ENGINE"):
+            found[info.name] = module.ENGINE
+    assert found == ENGINES
+
+
+@each_model
+def test_model_module_exports(model_name, tiny):
+    module = MODELS[model_name]
+    assert dataclasses.is_dataclass(module.Config) and module.Config.__dataclass_params__.frozen
+    ae, data = tiny(model_name)
+    assert isinstance(ae, Autoencoder) and ae.name == model_name
+    assert ae.config == module.Config(**dataclasses.asdict(ae.config))
+    assert all(isinstance(d, torch.Tensor) and len(d) == 20 for d in data)
+
+
+# -- model and guide agree ----------------------------------------------------------------------
+
+
+@each_model
+def test_site_names_and_shapes(model_name, tiny):
+    ae, (x, *_) = tiny(model_name, n=6)
+    guide_tr, model_tr = traces(ae, x)
+    sites = sample_sites(model_tr)
+    observed = {n for n, s in sites.items() if s["is_observed"]}
+    latent = set(sites) - observed
+    assert observed and all(n.startswith("x") for n in observed)
+    assert latent and all(n.startswith("z") for n in latent)
+    assert latent == set(sample_sites(guide_tr)), "model and guide must sample the same latents"
+    assert sites["x"]["value"].shape == x.shape
+    z_dim = getattr(ae.config, "z_dim", None)
+    for name in latent:
+        assert sites[name]["value"].shape[0] == len(x)
+        if z_dim is not None and name == "z":
+            assert sites[name]["value"].shape == (len(x), z_dim)
+    for site in [*sites.values(), *sample_sites(guide_tr).values()]:
+        assert site["fn"].batch_shape[-1:] == (len(x),), "every site lives in the 'data' plate"
+
+
+@each_model
+def test_model_and_guide_scale_a_minibatch_alike(model_name, tiny):
+    # Trap 8: num_data in one of model/guide but not the other is a silent bias.
+    ae, (x, *_) = tiny(model_name, n=5)
+    num_data = 40
+    guide_tr, model_tr = traces(ae, x, num_data=num_data)
+    for tr in (guide_tr, model_tr):
+        for name, site in sample_sites(tr).items():
+            assert site["scale"] == num_data / len(x), name
+
+
+# -- fitting -------------------------------------------------------------------------------------
+
+
+@matrix
+def test_one_epoch_fits(model_name, engine_name, tiny, engine):
+    ae, data = tiny(model_name)
+    eng = engine(engine_name)
+    result = eng.fit(ae, *data)
+    assert isinstance(result, FitResult)
+    assert result.losses.shape == (eng.epochs,)
+    assert torch.isfinite(result.losses).all()
+
+
+@matrix
+def test_every_parameter_changes(model_name, engine_name, tiny, engine):
+    # Trap 2: a module whose parameters never reach the loss silently does not train.
+    ae, data = tiny(model_name)
+    before = {n: p.detach().clone() for n, p in ae.named_parameters() if p.requires_grad}
+    assert before
+    engine(engine_name).fit(ae, *data)
+    after = dict(ae.named_parameters())
+    unchanged = [n for n, p in before.items() if torch.equal(p, after[n].detach())]
+    assert not unchanged
+
+
+@matrix
+def test_loss_is_per_datum_whatever_num_data(model_name, engine_name, tiny, engine):
+    # With num_data = N the minibatch is scaled by N / B; the loss is per datum, so it must not
+    # move with N (it does when model and guide disagree on the plate scale).
+    ae, (x, *_) = tiny(model_name, n=8)
+    eng = engine(engine_name)
+    small, large = seeded_loss(eng, ae, x, num_data=len(x)), seeded_loss(eng, ae, x, num_data=1000)
+    assert torch.isfinite(large)
+    torch.testing.assert_close(large, small, rtol=1e-5, atol=1e-6)
+
+
+@matrix
+def test_resume_continues_the_same_run(model_name, engine_name, tiny, engine, tmp_path):
+    ckpt = tmp_path / "fit.pt"
+    ae, data = tiny(model_name, n=24)
+    first = engine(engine_name, epochs=2).fit(ae, *data, checkpoint=ckpt)
+    other, _ = tiny(model_name, n=24, seed=5)  # a fresh process: different weights until resumed
+    resumed = engine(engine_name, epochs=4).fit(other, *data, checkpoint=ckpt)
+    assert resumed.losses.shape == (4,)
+    assert torch.equal(resumed.losses[:2], first.losses)
+
+    straight, _ = tiny(model_name, n=24)
+    at_once = engine(engine_name, epochs=4).fit(straight, *data)
+    assert torch.equal(at_once.losses, resumed.losses)
+    for (name, a), b in zip(straight.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+@matrix
+def test_save_load_reproduces_the_loss(model_name, engine_name, tiny, engine, tmp_path, device):
+    ae, data = tiny(model_name)
+    eng = engine(engine_name)
+    eng.fit(ae, *data)
+    save(ae, tmp_path / "run")
+    loaded = load(tmp_path / "run", device=device)
+    assert loaded.name == ae.name and loaded.config == ae.config
+    x, n = data[0], len(data[0])
+    assert torch.equal(seeded_loss(eng, loaded, x, n), seeded_loss(eng, ae, x, n))
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+@matrix
+def test_fit_rejects_bad_data(model_name, engine_name, tiny, engine):
+    ae, (x, *rest) = tiny(model_name)
+    eng = engine(engine_name)
+    narrow = x[:, :-1]
+    with pytest.raises(ValueError, match="shape") as err:
+        eng.fit(ae, narrow, *rest)
+    assert f"(B, {x.shape[1]})" in str(err.value) and str(tuple(narrow.shape)) in str(err.value)
+    nan = x.clone()
+    nan[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        eng.fit(ae, nan, *rest)
+
+
+@each_engine
+def test_bernoulli_vae_rejects_non_binary_data(engine_name, tiny, engine):
+    ae, (x,) = tiny("vae", likelihood="bernoulli")
+    assert ((x == 0) | (x == 1)).all()
+    with pytest.raises(ValueError, match="binary"):
+        engine(engine_name).fit(ae, 0.5 * x + 0.25)
+
+
+def test_corrupt_checkpoint_is_reported(tiny, engine, tmp_path):
+    ae, data = tiny("vae")
+    run = save(ae, tmp_path / "run")
+    (run / "checkpoint.pt").write_bytes(b"\x00garbage, not a torch file" * 10)
+    with pytest.raises(RuntimeError, match="corrupt"):
+        load(run)
+    with pytest.raises(RuntimeError, match="corrupt"):
+        engine("svi").fit(ae, *data, checkpoint=run / "checkpoint.pt")
