@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
@@ -58,3 +59,64 @@ def _save(fig, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def latent_scatter(codes: Tensor, labels: Tensor | None, path: str | Path, title: str = "latent space") -> Path:
+    """Scatter the guide means ``(N, D_z)`` in 2-D (PCA when ``D_z > 2``), coloured by label."""
+    codes = codes.detach().cpu().double()
+    if codes.shape[1] > 2:
+        centred = codes - codes.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        codes, axes_label = centred @ v[:2].T, ("PC 1", "PC 2")
+    else:
+        axes_label = ("z 1", "z 2") if codes.shape[1] == 2 else ("z 1", "")
+        codes = codes if codes.shape[1] == 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    colour = {} if labels is None else {"c": labels.cpu().numpy(), "cmap": "tab10"}
+    points = ax.scatter(codes[:, 0].numpy(), codes[:, 1].numpy(), s=4, alpha=0.7, **colour)
+    if labels is not None:
+        fig.colorbar(points, ax=ax, label="label")
+    ax.set(xlabel=axes_label[0], ylabel=axes_label[1], title=title)
+    return _save(fig, path)
+
+
+def latent_traversal(images: Tensor, units: list[int], values: Tensor, path: str | Path,
+                     image_shape: tuple[int, int] | None) -> Path:
+    """Decoded images ``(U, V, D_x)``: row r moves latent unit ``units[r]`` through ``values`` ``(V,)``."""
+    rows = [(f"unit {u}", row) for u, row in zip(units, images)]
+    title = "latent traversal: one unit moves through " + ", ".join(f"{v:.1f}" for v in values.tolist())
+    return image_grid(rows, path, image_shape, title)
+
+
+def bar(values: Tensor, path: str | Path, title: str, ylabel: str, threshold: float | None = None) -> Path:
+    """A bar per entry of ``values`` ``(D,)``, with an optional horizontal threshold line."""
+    fig, ax = plt.subplots(figsize=(max(4, 0.18 * len(values) + 2), 3.2))
+    ax.bar(range(len(values)), values.detach().cpu().numpy())
+    if threshold is not None:
+        ax.axhline(threshold, color="C3", lw=1, ls="--", label=f"threshold {threshold:g}")
+        ax.legend()
+    ax.set(xlabel="latent unit", ylabel=ylabel, title=title)
+    return _save(fig, path)
+
+
+def histogram(values: Tensor, path: str | Path, title: str, xlabel: str, threshold: float | None = None) -> Path:
+    """A histogram of ``values`` ``(N,)`` with an optional vertical threshold line."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.hist(values.detach().cpu().numpy(), bins=40)
+    if threshold is not None:
+        ax.axvline(threshold, color="C3", lw=1, ls="--", label=f"{threshold:g}")
+        ax.legend()
+    ax.set(xlabel=xlabel, ylabel="count", title=title)
+    return _save(fig, path)
+
+
+def bounds_vs_k(ks: list[int], means: list[float], errors: list[float], path: str | Path,
+                log_likelihood: float | None = None) -> Path:
+    """Average IWAE_k bounds (nats per datum) against ``k`` (log axis), with error bars."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.errorbar(ks, means, yerr=errors, marker="o", capsize=3, label="IWAE_k (k=1: ELBO)")
+    if log_likelihood is not None:
+        ax.axhline(log_likelihood, color="C2", ls="--", label="IS log p(x)")
+    ax.set(xscale="log", xlabel="k", ylabel="nats per datum", title="bounds against k")
+    ax.legend()
+    return _save(fig, path)

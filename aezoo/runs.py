@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from aezoo.core import (
     load,
     load_checkpoint,
 )
-from aezoo.diagnostics import generate, importance_estimate, reconstruct
+from aezoo.diagnostics import generate, reconstruct, suite
 from aezoo.inference import ENGINES
 from aezoo.models import MODELS
 
@@ -157,7 +158,11 @@ def evaluate(
     device: str = "cpu",
     dataset: datasets.Dataset | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a fitted run on its test split; writes ``metrics.json``, figures and ``report.html``.
+    """Evaluate a fitted run on its test split with the diagnostics suite.
+
+    Writes ``metrics.json`` (headline numbers), ``diagnostics.json`` (everything the suite
+    computes, see :func:`aezoo.diagnostics.suite.run`), ``posterior.nc`` (ArviZ), the figures and
+    a self-contained ``report.html``.
 
     Args:
         run_dir: a run folder written by :func:`fit`.
@@ -166,8 +171,9 @@ def evaluate(
         dataset: the run's dataset if already loaded.
 
     Returns:
-        The metrics: ``test_log_likelihood`` (mean IS estimate, nats per datum) and its standard
-        error over test data, ``test_elbo``, ``num_particles``, ``epochs``, ``train_seconds``, ...
+        The metrics: ``test_log_likelihood`` (mean IS estimate, nats per datum), its standard
+        error over test data and its Monte Carlo error, ``test_elbo``, ``num_particles``,
+        ``epochs``, ``train_seconds``, active units, share of Pareto k-hat above 0.7, ...
     """
     run_dir = Path(run_dir)
     config = json.loads((run_dir / CONFIG_FILE).read_text())
@@ -179,22 +185,28 @@ def evaluate(
                                 model=config["model"]["name"], model_config=model_cfg)
     ae = load(run_dir, device)
     state = load_checkpoint(run_dir / CHECKPOINT_FILE)
+    losses = state.get("losses", torch.zeros(0))
     pyro.set_rng_seed(config["seed"])
     start = time.perf_counter()
-    est = importance_estimate(ae, dataset.test, num_particles=K)
-    n = len(dataset.test)
+    diag = suite.run(ae, dataset.test, run_dir, suite.Config(num_particles=K), dataset.test_labels,
+                     dataset.image_shape)
+    ll = diag["log_likelihood"]
     metrics: dict[str, Any] = {
         "model": config["model"]["name"],
         "engine": config["engine"]["name"],
         "data": spec["name"],
         "binarize": spec["binarize"],
-        "num_test": n,
+        "num_test": ll["num_data"],
         "num_particles": K,
-        "test_log_likelihood": est.log_likelihood.mean().item(),
-        "test_log_likelihood_se": (est.log_likelihood.std() / n**0.5).item() if n > 1 else float("nan"),
-        "test_elbo": est.elbo.mean().item(),
-        "epochs": len(state.get("losses", [])),
-        "final_train_loss": state["losses"][-1].item() if len(state.get("losses", [])) else None,
+        "test_log_likelihood": ll["log_likelihood"],
+        "test_log_likelihood_se": ll["log_likelihood_se"],
+        "test_log_likelihood_mcse": ll["log_likelihood_mcse"],
+        "test_elbo": ll["elbo"],
+        "amortization_gap": ll["amortization_gap"],
+        "active_units": diag["latent"]["active_units"],
+        "khat_share_above_0.7": diag["guide_quality"]["share_above"],
+        "epochs": len(losses),
+        "final_train_loss": losses[-1].item() if len(losses) else None,
         "train_seconds": state.get("train_seconds"),
         "eval_seconds": time.perf_counter() - start,
     }
@@ -202,14 +214,26 @@ def evaluate(
     if exact is not None:
         with torch.no_grad():
             metrics["exact_test_log_likelihood"] = exact(dataset.test.to(device)).mean().item()
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (run_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2) + "\n")
+    (run_dir / "diagnostics.json").write_text(json.dumps(_finite(diag), indent=1) + "\n")
 
     shown = dataset.test[:10].to(device)
     plots.image_grid([("data", shown), ("reconstruction", reconstruct(ae, shown))], run_dir / "reconstructions.png",
                      dataset.image_shape, "test data and reconstructions (decoder mean at z ~ q(z | x))")
     plots.samples_grid(generate(ae, dataset.test[:64].to(device)), run_dir / "samples.png", dataset.image_shape,
                        "decoder mean at z ~ p(z)")
-    if len(state.get("losses", [])):
-        plots.loss_curve(state["losses"], run_dir / "loss.png", f"{config['engine']['name']} loss")
-    report.write(run_dir, metrics, config)
+    if len(losses):
+        plots.loss_curve(losses, run_dir / "loss.png", f"{config['engine']['name']} loss")
+    report.write(run_dir, metrics, diag, config)
     return metrics
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None, so the JSON is standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -12,7 +12,7 @@ from aezoo import cli
 from aezoo.core import load
 
 RUN_FILES = {"config.json", "checkpoint.pt", "losses.csv", "metrics.json", "reconstructions.png", "samples.png",
-             "loss.png", "report.html"}
+             "loss.png", "report.html", "diagnostics.json", "posterior.nc"}
 
 
 def run(*argv: str) -> int:
@@ -108,3 +108,26 @@ def test_same_seed_same_numbers(tmp_path):
         assert torch.load(out / "checkpoint.pt", weights_only=True)["losses"].shape == (1,)
     for key in ("test_log_likelihood", "test_elbo", "final_train_loss"):
         assert metrics[0][key] == metrics[1][key]
+
+
+def test_eval_writes_every_diagnostic_and_a_report_with_every_figure(tmp_path):
+    from aezoo.report import FIGURES
+
+    out = tmp_path / "run"
+    assert run("fit", "vae", "--data", "digits", "--train-size", "200", "--test-size", "60", "--epochs", "1",
+               "--num-particles", "30", "--set", "model.hidden_dims=16", "--set", "model.z_dim=4", "--out", str(out),
+               "--no-progress") == 0
+    diag = json.loads((out / "diagnostics.json").read_text())
+    for key in ("log_likelihood", "bounds", "elbo_decomposition", "latent", "guide_quality", "predictive_checks",
+                "subsample", "figures"):
+        assert key in diag
+    assert diag["log_likelihood"]["num_particles"] == 30 and diag["subsample"] == 60
+    assert set(diag["latent"]["kl_per_dimension"]) == {"z"} and len(diag["latent"]["kl_per_dimension"]["z"]) == 4
+    assert len(diag["guide_quality"]["khat"]) == 60
+    page = (out / "report.html").read_text()
+    for name in FIGURES:
+        assert (out / name).stat().st_size > 0
+        assert f'alt="{name}"' in page
+    assert (out / "posterior.nc").stat().st_size > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["active_units"]["z"] == sum(v > 0.01 for v in diag["latent"]["activity"]["z"])

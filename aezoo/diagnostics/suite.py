@@ -1,0 +1,109 @@
+"""The evaluation suite behind ``aezoo eval``: every diagnostic that applies, figures, one dict.
+
+It combines the importance-sampled log-likelihood and its Monte Carlo error, IWAE_k bounds
+against k, the ELBO decomposition, latent and collapse diagnostics, Pareto k-hat of the
+importance weights, posterior predictive checks and the ArviZ export. The cheap, central
+number (log p(x) with K particles) uses the whole test split; the costlier diagnostics use
+its first ``max_points`` data points, as recorded in the output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from aezoo import plots
+from aezoo.core import Autoencoder
+from aezoo.diagnostics import az, latent, likelihood, ppc
+
+
+@dataclass(frozen=True)
+class Config:
+    """What the suite computes, and on how much data.
+
+    Attributes:
+        num_particles: ``K`` for the test log-likelihood (5000 in Burda et al.).
+        ks: the k of the IWAE_k-against-k curve.
+        bound_groups: disjoint groups of ``max(ks)`` particles averaged per datum for that curve.
+        max_points: data used by the costlier diagnostics (bounds, latents, k-hat, checks).
+        khat_particles: importance samples per datum for Pareto k-hat.
+        replicates: replicated data sets for the posterior predictive checks.
+        export_points, export_draws: data and guide draws in ``posterior.nc``.
+    """
+
+    num_particles: int = 5000
+    ks: tuple[int, ...] = (1, 5, 50, 500)
+    bound_groups: int = 4
+    max_points: int = 1000
+    khat_particles: int = 1000
+    replicates: int = 50
+    export_points: int = 200
+    export_draws: int = 100
+
+
+def run(ae: Autoencoder, x: Tensor, out_dir: str | Path, cfg: Config = Config(), labels: Tensor | None = None,
+        image_shape: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Compute the suite on test data ``x`` ``(N, D_x)`` and write its figures to ``out_dir``.
+
+    Returns:
+        JSON-ready dict: ``log_likelihood``, ``bounds``, ``elbo_decomposition``, ``latent``,
+        ``guide_quality``, ``predictive_checks``, ``subsample`` and ``figures`` (file names).
+    """
+    out_dir = Path(out_dir)
+    sub = x[: cfg.max_points]
+    est = likelihood.importance_estimate(ae, x, num_particles=cfg.num_particles)
+    bounds = likelihood.iwae_bounds(ae, sub, ks=cfg.ks, num_groups=cfg.bound_groups)
+    decomposition = latent.elbo_decomposition(ae, sub, num_particles=10)
+    collapse = latent.collapse_report(ae, sub)
+    quality = az.guide_quality(ae, sub, num_particles=cfg.khat_particles)
+    checks = ppc.predictive_checks(ae, sub, num_replicates=cfg.replicates)
+    az.save_netcdf(az.to_inference_data(ae, x[: cfg.export_points], num_draws=cfg.export_draws),
+                   out_dir / "posterior.nc")
+
+    bounds_dict = bounds.to_dict()
+    ks = [int(k) for k in bounds_dict]
+    figures = [
+        plots.bounds_vs_k(ks, [bounds_dict[str(k)]["mean"] for k in ks], [bounds_dict[str(k)]["mcse"] for k in ks],
+                          out_dir / "bounds.png", est.log_likelihood[: len(sub)].mean().item()),
+        plots.histogram(quality.khat[torch.isfinite(quality.khat)], out_dir / "khat.png",
+                        "Pareto k-hat of the importance weights", "k-hat", threshold=quality.threshold),
+    ]
+    means = latent.guide_means(ae, sub)
+    site, codes = next(iter(means.items()))
+    figures.append(plots.bar(collapse.kl_per_dimension[site], out_dir / "kl_per_dimension.png",
+                             f"KL(q || p) per unit of {site}", "nats per datum", threshold=collapse.kl_threshold))
+    figures.append(plots.latent_scatter(codes, None if labels is None else labels[: len(sub)],
+                                        out_dir / "latent_space.png", f"E_q[{site} | x] of test data"))
+    figures.append(_traversal(ae, site, codes, collapse.units[site].variance, sub, out_dir, image_shape))
+    return {
+        "config": dataclasses.asdict(cfg),
+        "subsample": len(sub),
+        "log_likelihood": est.to_dict(),
+        "bounds": bounds_dict,
+        "elbo_decomposition": decomposition.to_dict(),
+        "latent": collapse.to_dict(),
+        "guide_quality": quality.to_dict(),
+        "predictive_checks": checks.to_dict(),
+        "figures": [p.name for p in figures] + ["posterior.nc"],
+    }
+
+
+def _traversal(ae: Autoencoder, site: str, codes: Tensor, activity: Tensor, x: Tensor, out_dir: Path,
+               image_shape: tuple[int, int] | None, units: int = 8, steps: int = 7) -> Path:
+    """Decode the mean code with each of the most active units moved through -3..3 (prior sds)."""
+    order = activity.argsort(descending=True)[:units]
+    values = torch.linspace(-3, 3, steps)
+    base = codes.mean(0)
+    grid = base.repeat(len(order), steps, 1)
+    for row, u in enumerate(order):
+        grid[row, :, u] = values
+    device = next(ae.parameters()).device
+    flat = grid.reshape(-1, grid.shape[-1]).to(device)
+    images = likelihood.decode(ae, {site: flat}, x[:1].expand(len(flat), *x.shape[1:]).to(device))
+    return plots.latent_traversal(images.reshape(len(order), steps, -1), order.tolist(), values, out_dir / "latent_traversal.png",
+                                  image_shape)
