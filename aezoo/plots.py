@@ -1,21 +1,21 @@
-"""Figures of a run: loss curve, reconstructions and samples (matplotlib, Agg backend)."""
+"""Figures of a run and its diagnostics, drawn on matplotlib ``Figure`` objects and saved as PNG.
+
+No pyplot: the global backend is left alone, so notebooks keep their inline figures.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
 
 
 def loss_curve(losses: Tensor, path: str | Path, label: str = "training loss") -> Path:
     """Plot ``(E,)`` per-epoch losses (nats per datum) to ``path``."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _figure(figsize=(5, 3.2))
     ax.plot(range(1, len(losses) + 1), losses.tolist(), marker="o" if len(losses) < 30 else None)
     ax.set(xlabel="epoch", ylabel="nats per datum", title=label)
     ax.grid(alpha=0.3)
@@ -33,7 +33,7 @@ def image_grid(
     n = max(len(t) for _, t in rows)
     shape = image_shape or (1, rows[0][1].shape[-1])
     aspect = shape[1] / shape[0]
-    fig, axes = plt.subplots(len(rows), n, figsize=(min(1.1 * n * min(aspect, 4), 16), 1.2 * len(rows)), squeeze=False)
+    fig, axes = _figure(len(rows), n, figsize=(min(1.1 * n * min(aspect, 4), 16), 1.2 * len(rows)), squeeze=False)
     for r, (label, images) in enumerate(rows):
         for c in range(n):
             ax = axes[r][c]
@@ -54,10 +54,14 @@ def samples_grid(images: Tensor, path: str | Path, image_shape: tuple[int, int] 
     return image_grid(rows, path, image_shape, title)
 
 
-def _save(fig, path: str | Path) -> Path:
+def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (5, 3.2), squeeze: bool = True):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return Path(path)
 
 
@@ -71,7 +75,7 @@ def latent_scatter(codes: Tensor, labels: Tensor | None, path: str | Path, title
     else:
         axes_label = ("z 1", "z 2") if codes.shape[1] == 2 else ("z 1", "")
         codes = codes if codes.shape[1] == 2 else torch.cat([codes, torch.zeros_like(codes)], 1)
-    fig, ax = plt.subplots(figsize=(5, 4.2))
+    fig, ax = _figure(figsize=(5, 4.2))
     colour = {} if labels is None else {"c": labels.cpu().numpy(), "cmap": "tab10"}
     points = ax.scatter(codes[:, 0].numpy(), codes[:, 1].numpy(), s=4, alpha=0.7, **colour)
     if labels is not None:
@@ -90,7 +94,7 @@ def latent_traversal(images: Tensor, units: list[int], values: Tensor, path: str
 
 def bar(values: Tensor, path: str | Path, title: str, ylabel: str, threshold: float | None = None) -> Path:
     """A bar per entry of ``values`` ``(D,)``, with an optional horizontal threshold line."""
-    fig, ax = plt.subplots(figsize=(max(4, 0.18 * len(values) + 2), 3.2))
+    fig, ax = _figure(figsize=(max(4, 0.18 * len(values) + 2), 3.2))
     ax.bar(range(len(values)), values.detach().cpu().numpy())
     if threshold is not None:
         ax.axhline(threshold, color="C3", lw=1, ls="--", label=f"threshold {threshold:g}")
@@ -101,7 +105,7 @@ def bar(values: Tensor, path: str | Path, title: str, ylabel: str, threshold: fl
 
 def histogram(values: Tensor, path: str | Path, title: str, xlabel: str, threshold: float | None = None) -> Path:
     """A histogram of ``values`` ``(N,)`` with an optional vertical threshold line."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _figure(figsize=(5, 3.2))
     ax.hist(values.detach().cpu().numpy(), bins=40)
     if threshold is not None:
         ax.axvline(threshold, color="C3", lw=1, ls="--", label=f"{threshold:g}")
@@ -113,7 +117,7 @@ def histogram(values: Tensor, path: str | Path, title: str, xlabel: str, thresho
 def bounds_vs_k(ks: list[int], means: list[float], errors: list[float], path: str | Path,
                 log_likelihood: float | None = None) -> Path:
     """Average IWAE_k bounds (nats per datum) against ``k`` (log axis), with error bars."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _figure(figsize=(5, 3.2))
     ax.errorbar(ks, means, yerr=errors, marker="o", capsize=3, label="IWAE_k (k=1: ELBO)")
     if log_likelihood is not None:
         ax.axhline(log_likelihood, color="C2", ls="--", label="IS log p(x)")
