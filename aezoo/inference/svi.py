@@ -20,6 +20,7 @@ from torch import Tensor
 from aezoo.core import Autoencoder
 from aezoo.inference.importance import max_plate_nesting
 from aezoo.inference.loop import GradientEngine
+from aezoo.inference.objectives import LatentScale
 
 
 @dataclass(frozen=True)
@@ -29,16 +30,22 @@ class SVI(GradientEngine):
     Attributes:
         num_particles: Monte Carlo samples per step (vectorised).
         analytic_kl: use closed-form KL terms (``TraceMeanField_ELBO``).
+        beta: weight of the KL term (beta-VAE, Higgins et al. 2017); 1 is the ELBO. The loss
+            reported is then the negative beta-weighted objective.
     """
 
     num_particles: int = 1
     analytic_kl: bool = True
+    beta: float = 1.0
 
     def loss(self, ae: Autoencoder, *batch: Tensor, num_data: int) -> Tensor:
         elbo_cls = TraceMeanField_ELBO if self.analytic_kl else Trace_ELBO
         elbo = elbo_cls(num_particles=self.num_particles, vectorize_particles=True,
                         max_plate_nesting=max_plate_nesting(ae, *batch))
-        return elbo.differentiable_loss(ae.model, ae.guide, *batch, num_data=num_data) / num_data
+        model, guide = ae.model, ae.guide
+        if self.beta != 1.0:
+            model, guide = LatentScale(self.beta)(model), LatentScale(self.beta)(guide)
+        return elbo.differentiable_loss(model, guide, *batch, num_data=num_data) / num_data
 
 
 ENGINE = SVI
