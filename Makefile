@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 # The main job: a VAE on real dynamically binarized MNIST trained with the IWAE bound (K = 5).
 DEMO_ARGS ?= --data mnist --engine iwae --epochs 5 --num-particles 1000 --test-size 2000 --out runs/demo
 
-.PHONY: install demo test test-fast benchmarks clean
+.PHONY: install demo test test-fast lint benchmarks clean
 
 install: $(STAMP)
 
@@ -27,6 +27,9 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check aezoo tests benchmarks
 
 benchmarks: install
 	$(BIN)/python -m benchmarks.svi_overhead

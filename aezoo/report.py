@@ -42,7 +42,7 @@ def write(run_dir: str | Path, metrics: dict[str, Any], diagnostics: dict[str, A
     ]
     body = "".join(f"<h2>{name}</h2><p>{note}</p>{content}" for name, note, content in sections)
     figures = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode((run_dir / name).read_bytes()).decode()}">'
+        f'<figure><img alt="{name}" src="data:image/png;base64,{_base64(run_dir / name)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         for name, caption in FIGURES.items()
         if (run_dir / name).exists()
@@ -60,6 +60,10 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}figure{{margin:1.5em 0}}</sty
     path = run_dir / "report.html"
     path.write_text(page)
     return path
+
+
+def _base64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
 
 
 def _latent(latent: dict[str, Any]) -> dict[str, Any]:

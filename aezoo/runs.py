@@ -105,7 +105,8 @@ def fit(
     if "x_dim" not in model_sets and hasattr(model_cfg, "x_dim"):  # the data decide D_x unless set
         model_cfg = dataclasses.replace(model_cfg, x_dim=dataset.train.shape[-1])
     fields = {k: v for k, v in engine_fields.items() if v is not None}
-    engine_obj = config_with(dataclasses.replace(ENGINES[engine](), seed=seed, progress=progress, **fields), engine_sets, "engine.")
+    engine_obj = dataclasses.replace(ENGINES[engine](), seed=seed, progress=progress, **fields)
+    engine_obj = config_with(engine_obj, engine_sets, "engine.")
     out = Path(out or f"runs/{model}-{engine}-{data}-seed{seed}")
     config = {
         "model": {"name": model, "config": config_to_dict(model_cfg)},
@@ -121,7 +122,8 @@ def fit(
     ae = MODELS[model].build(model_cfg).to(device)
     result = engine_obj.fit(ae, dataset.train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE)
     with open(out / "losses.csv", "w") as f:
-        f.write("epoch,loss_nats_per_datum\n" + "".join(f"{i + 1},{v:.6f}\n" for i, v in enumerate(result.losses.tolist())))
+        f.write("epoch,loss_nats_per_datum\n")
+        f.writelines(f"{i + 1},{v:.6f}\n" for i, v in enumerate(result.losses.tolist()))
     evaluate(out, device=device, dataset=dataset)
     return out
 

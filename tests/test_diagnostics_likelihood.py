@@ -5,14 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.nn import PyroModule
-from torch import nn
+from toy_model import toy
 
-from aezoo.core import Autoencoder
 from aezoo.diagnostics import (
     ImportanceEstimate,
     importance_estimate,
@@ -106,26 +103,9 @@ def test_iwae_bounds_are_ordered_on_average(linear_gaussian):
 # -- the 1-D toy model: z ~ N(0, 1), x | z ~ N(z, 1), q(z | x) = N(a x + b, s^2) --------------------
 
 
-class ToyModel(PyroModule):
-    def forward(self, x, num_data=None):
-        with pyro.plate("data", num_data or len(x), subsample=x):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
-
-
-class ToyGuide(PyroModule):
-    def __init__(self, a: float, b: float, s: float) -> None:
-        super().__init__()
-        self.a, self.b, self.s = (nn.Parameter(torch.tensor(v, dtype=torch.float64)) for v in (a, b, s))
-
-    def forward(self, x, *covariates, num_data=None):
-        with pyro.plate("data", num_data or len(x), subsample=x):
-            return pyro.sample("z", dist.Normal(self.a * x + self.b, self.s).to_event(1))
-
-
 def test_toy_iwae_bounds_approach_the_closed_form_with_shrinking_bias():
     a, b, s = 0.3, 0.2, 1.0  # the exact posterior is N(x / 2, 1 / 2)
-    ae = Autoencoder(ToyModel(), ToyGuide(a, b, s), config=None, name="toy")
+    ae = toy(a, b, s)
     x = math.sqrt(2.0) * torch.randn(200, 1, dtype=torch.float64)
     log_p = dist.Normal(0.0, math.sqrt(2.0)).log_prob(x[:, 0])
     ks = (1, 4, 16, 64)

@@ -8,11 +8,9 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.nn import PyroModule
 from pyro.poutine.messenger import Messenger
-from torch import nn
+from toy_model import toy
 
-from aezoo.core import Autoencoder
 from aezoo.inference import ENGINES
 from aezoo.inference.importance import log_weights
 from aezoo.inference.iwae import iwae_bound
@@ -72,28 +70,6 @@ def test_one_particle_loss_is_minus_mean_log_weight(tiny):
 
 class NormalNoRsample(dist.Normal):
     has_rsample = False
-
-
-class ToyModel(PyroModule):
-    def forward(self, x, num_data=None):
-        with pyro.plate("data", num_data or len(x), subsample=x):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
-
-
-class ToyGuide(PyroModule):
-    def __init__(self, a: float, b: float, s: float, family: type = dist.Normal) -> None:
-        super().__init__()
-        self.a, self.b, self.s = (nn.Parameter(torch.tensor(v, dtype=torch.float64)) for v in (a, b, s))
-        self.family = family
-
-    def forward(self, x, *covariates, num_data=None):
-        with pyro.plate("data", num_data or len(x), subsample=x):
-            return pyro.sample("z", self.family(self.a * x + self.b, self.s).to_event(1))
-
-
-def toy(a: float, b: float, s: float, family: type = dist.Normal) -> Autoencoder:
-    return Autoencoder(ToyModel(), ToyGuide(a, b, s, family), config=None, name="toy")
 
 
 def test_toy_iwae_approaches_log_marginal():

@@ -105,5 +105,6 @@ def _traversal(ae: Autoencoder, site: str, codes: Tensor, activity: Tensor, x: T
     device = next(ae.parameters()).device
     flat = grid.reshape(-1, grid.shape[-1]).to(device)
     images = likelihood.decode(ae, {site: flat}, x[:1].expand(len(flat), *x.shape[1:]).to(device))
-    return plots.latent_traversal(images.reshape(len(order), steps, -1), order.tolist(), values, out_dir / "latent_traversal.png",
+    return plots.latent_traversal(images.reshape(len(order), steps, -1), order.tolist(), values,
+                                  out_dir / "latent_traversal.png",
                                   image_shape)

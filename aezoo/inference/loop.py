@@ -115,7 +115,8 @@ class GradientEngine:
                     _save(checkpoint, ae, optim, order, losses, seconds, device)
         bar.close()
         ae.eval()
-        return FitResult(losses=torch.tensor(losses, dtype=torch.float64), stats={"train_seconds": torch.tensor(seconds)})
+        return FitResult(losses=torch.tensor(losses, dtype=torch.float64),
+                         stats={"train_seconds": torch.tensor(seconds)})
 
     def _resume(self, ae: Autoencoder, optim: torch.optim.Optimizer, order: torch.Generator,
                 checkpoint: str | Path | None, device: torch.device) -> tuple[list[float], float]:
