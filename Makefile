@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
 # The main job: a VAE on real dynamically binarized MNIST trained with the IWAE bound (K = 5).
-DEMO_ARGS ?= --data mnist --engine iwae --epochs 5 --num-particles 1000 --test-size 2000 --out runs/demo
+DEMO_ARGS ?= --data mnist --engine iwae --epochs 10 --num-particles 5000 --test-size 2000 --out runs/demo
 
 .PHONY: install demo test test-fast lint benchmarks clean
 

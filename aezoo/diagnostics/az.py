@@ -32,8 +32,8 @@ from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from aezoo.core import Autoencoder, FitResult
-from aezoo.diagnostics._traces import Traces, batches, evaluating, trace_pair
-from aezoo.inference.importance import log_weights, max_plate_nesting
+from aezoo.diagnostics._traces import batches, evaluating
+from aezoo.inference.importance import Traces, log_weights, max_plate_nesting, trace_pair
 
 KHAT_MAX = 0.7
 RHAT_MAX = 1.01

@@ -27,7 +27,8 @@ from torch import Tensor
 from torch.distributions import Independent, MultivariateNormal, kl_divergence
 
 from aezoo.core import Autoencoder
-from aezoo.diagnostics._traces import Traces, batches, data_dim, evaluating, particle_means, trace_pair
+from aezoo.diagnostics._traces import batches, evaluating, particle_means
+from aezoo.inference.importance import Traces, data_dim, trace_pair
 
 
 def _as_mvn(d: dist.Distribution) -> MultivariateNormal | None:
