@@ -13,8 +13,9 @@ from aezoo.inference import ENGINES
 from aezoo.models import MODELS
 
 # Tiny sizes for the contract matrix; a model missing here is built from its default Config.
+_SMALL_VAE = {"x_dim": 12, "z_dim": 2, "hidden_dims": (8,)}
 SMALL_CONFIGS: dict[str, dict] = {
-    "vae": {"x_dim": 12, "z_dim": 2, "hidden_dims": (8,)},
+    **{name: _SMALL_VAE for name in ("vae", "info_vae", "wae", "swae")},
     "linear_gaussian": {"x_dim": 4, "z_dim": 2},
 }
 # Engine settings for one quick epoch; only fields an engine has are applied.

@@ -5,6 +5,11 @@ against k, the ELBO decomposition, latent and collapse diagnostics, Pareto k-hat
 importance weights, posterior predictive checks and the ArviZ export. The cheap, central
 number (log p(x) with K particles) uses the whole test split; the costlier diagnostics use
 its first ``max_points`` data points, as recorded in the output.
+
+A deterministic (Delta) guide (``wae``, ``swae``) has ``log q = 0``, no density over z: the
+importance-sampled log p(x), the ELBO, the IWAE_k bounds, the KL terms and Pareto k-hat do not
+apply. The suite then records them as NaN with a ``note`` and reports the reconstruction
+log-likelihood ``log p(x | z = encoder(x))`` instead.
 """
 
 from __future__ import annotations
@@ -20,6 +25,13 @@ from torch import Tensor
 from aezoo import plots
 from aezoo.core import Autoencoder
 from aezoo.diagnostics import az, latent, likelihood, ppc
+from aezoo.diagnostics._traces import evaluating
+from aezoo.guides import is_deterministic
+from aezoo.inference.importance import trace_pair
+
+DETERMINISTIC_NOTE = ("deterministic (Delta) guide: log q = 0 is no density over z, so the importance-sampled "
+                      "log p(x), the ELBO, IWAE_k bounds, KL terms and Pareto k-hat do not apply (NaN); "
+                      "'reconstruction' is log p(x | z = encoder(x)), nats per datum")
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,8 @@ def run(ae: Autoencoder, x: Tensor, out_dir: str | Path, cfg: Config = Config(),
     """
     out_dir = Path(out_dir)
     sub = x[: cfg.max_points]
+    if _deterministic(ae, x):
+        return _run_deterministic(ae, x, sub, out_dir, cfg, labels, image_shape)
     est = likelihood.importance_estimate(ae, x, num_particles=cfg.num_particles)
     bounds = likelihood.iwae_bounds(ae, sub, ks=cfg.ks, num_groups=cfg.bound_groups)
     decomposition = latent.elbo_decomposition(ae, sub, num_particles=10)
@@ -88,6 +102,43 @@ def run(ae: Autoencoder, x: Tensor, out_dir: str | Path, cfg: Config = Config(),
         "elbo_decomposition": decomposition.to_dict(),
         "latent": collapse.to_dict(),
         "guide_quality": quality.to_dict(),
+        "predictive_checks": checks.to_dict(),
+        "figures": [p.name for p in figures] + ["posterior.nc"],
+    }
+
+
+def _deterministic(ae: Autoencoder, x: Tensor) -> bool:
+    """True when every latent site of the guide is a point mass."""
+    with evaluating(ae) as device, torch.no_grad():
+        tr = trace_pair(ae, x[:2].to(device), num_particles=1, model=False)
+    return bool(tr.latent) and all(is_deterministic(tr.guide.nodes[n]["fn"]) for n in tr.latent)
+
+
+def _run_deterministic(ae: Autoencoder, x: Tensor, sub: Tensor, out_dir: Path, cfg: Config, labels: Tensor | None,
+                       image_shape: tuple[int, int] | None) -> dict[str, Any]:
+    """The suite for a point-mass guide: reconstruction, latent activity, predictive checks, export."""
+    nan = float("nan")
+    rec = latent.elbo_decomposition(ae, x, num_particles=1).reconstruction
+    collapse = latent.collapse_report(ae, sub)
+    checks = ppc.predictive_checks(ae, sub, num_replicates=cfg.replicates)
+    az.save_netcdf(az.to_inference_data(ae, x[: cfg.export_points], num_draws=cfg.export_draws),
+                   out_dir / "posterior.nc")
+    site, codes = next(iter(latent.guide_means(ae, sub).items()))
+    figures = [plots.latent_scatter(codes, None if labels is None else labels[: len(sub)],
+                                    out_dir / "latent_space.png", f"encoder({site}) of test data"),
+               _traversal(ae, site, codes, collapse.units[site].variance, sub, out_dir, image_shape)]
+    return {
+        "config": dataclasses.asdict(cfg),
+        "subsample": len(sub),
+        "note": DETERMINISTIC_NOTE,
+        "log_likelihood": {"log_likelihood": nan, "log_likelihood_mcse": nan, "log_likelihood_se": nan,
+                           "elbo": nan, "amortization_gap": nan, "num_particles": cfg.num_particles,
+                           "num_data": len(x), "reconstruction": rec.mean().item(),
+                           "reconstruction_se": (rec.std() / len(rec) ** 0.5).item() if len(rec) > 1 else nan},
+        "bounds": {},
+        "elbo_decomposition": {"reconstruction": rec.mean().item()},
+        "latent": collapse.to_dict(),
+        "guide_quality": {"share_above": nan},
         "predictive_checks": checks.to_dict(),
         "figures": [p.name for p in figures] + ["posterior.nc"],
     }

@@ -1,5 +1,6 @@
 """Reusable amortized guides, bound to a model's latent site by name."""
 
+from aezoo.guides.delta import AmortizedDelta, is_deterministic
 from aezoo.guides.normal import AmortizedLinearNormal, AmortizedNormal
 
-__all__ = ["AmortizedNormal", "AmortizedLinearNormal"]
+__all__ = ["AmortizedNormal", "AmortizedLinearNormal", "AmortizedDelta", "is_deterministic"]

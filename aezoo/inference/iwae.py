@@ -21,7 +21,8 @@ more backward pass through the model.
 
 Requirements: every latent site of the guide must be reparameterisable (``rsample``), for all
 estimators, and every latent must be local (inside the ``"data"`` plate); ``check`` raises
-``ValueError`` otherwise (use the ``svi`` engine for such guides).
+``ValueError`` otherwise (use the ``svi`` engine for such guides). Deterministic (Delta) guides,
+as in ``wae``/``swae``, are refused with "does not apply": log q = 0 is no density over z.
 
 References:
     1. Importance Weighted Autoencoders, Burda, Grosse & Salakhutdinov, arXiv:1509.00519.
@@ -44,6 +45,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from aezoo.core import Autoencoder
+from aezoo.guides import is_deterministic
 from aezoo.inference import estimators as est
 from aezoo.inference.importance import data_dim, trace_pair
 from aezoo.inference.loop import GradientEngine
@@ -110,6 +112,11 @@ class IWAE(GradientEngine):
     def check(self, ae: Autoencoder, *batch: Tensor) -> None:
         tr = prune_subsample_sites(poutine.trace(ae.guide).get_trace(*batch))
         sites = {n: s for n, s in tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
+        points = [n for n, s in sites.items() if is_deterministic(s["fn"])]
+        if points:
+            raise ValueError(f"the iwae engine does not apply to {ae.name}: its guide sites {points} are point masses "
+                             "(Delta), whose log q = 0 is no density over z, so importance weights are meaningless "
+                             "(use --engine svi)")
         bad = [n for n, s in sites.items() if not s["fn"].has_rsample]
         if bad:
             raise ValueError(f"the iwae engine needs reparameterised guide sites (rsample) for every estimator; "

@@ -1,51 +1,147 @@
-"""Stochastic variational inference: maximise the ELBO with Pyro's ``Trace_ELBO``.
+"""Stochastic variational inference: maximise the ELBO, optionally beta-weighted and penalised.
 
 With ``analytic_kl`` (default) Pyro's ``TraceMeanField_ELBO`` uses the closed-form
 KL(q(z | x) || p(z)) wherever one is registered and a Monte Carlo estimate elsewhere; it needs
 a mean-field model (latents independent given the data). Requires a guide over every latent
-site; any guide works (score-function terms appear for non-reparameterised sites).
+site; any guide works (score-function terms appear for non-reparameterised sites), except that
+``beta = 0`` needs reparameterised guide sites. With a deterministic (Delta) guide ``log q = 0``
+and the "ELBO" is ``log p(x, z = encoder(x))``, not a bound.
+
+The objective, per datum, averaged over the minibatch of ``B`` data and ``K`` particles::
+
+    E_q[log p(x | z)] - beta * KL(q(z | x) || p(z)) - penalty_weight * D(q(z), p(z))
+
+``D`` compares the aggregate posterior q(z) (the guide's draws of site ``"z"`` for the batch)
+with the prior p(z) (as many draws from the model's own distribution at ``"z"``), per particle:
+
+* ``"mmd"``: unbiased MMD^2 [4] with the ``mmd_kernel`` (IMQ by default, ``C = 2 D_z mmd_scale``).
+  ``beta = 1 - alpha`` and ``penalty_weight = alpha + lambda - 1`` give InfoVAE [3] (eq. 6);
+  ``beta = 0`` with a Delta guide gives WAE-MMD [5] with cost ``-log p(x | z)``.
+* ``"swd"``: sliced Wasserstein ``SW_2^2`` with ``swd_projections`` directions (SWAE [6]).
+* ``"dip_i"`` / ``"dip_ii"``: DIP-VAE [7]; ``D`` is ``sum_{i != j} C_ij^2 + dip_diag_weight *
+  sum_i (C_ii - 1)^2`` for ``C`` the covariance of the guide means (i) or of q(z) (ii), read from
+  the guide's ``mean``/``variance`` (or ``covariance_matrix``); no prior draws.
+
+``loss`` (and so ``FitResult.losses``) is the negative of that objective in nats per datum;
+with a penalty the recorded epoch value is the size-weighted mean over the epoch's minibatches
+of ``-ELBO_beta / N + penalty_weight * D``, where ``D`` is a per-minibatch estimate. A
+one-datum minibatch carries no MMD term (the U-statistic needs two draws).
 
 References:
     1. Auto-Encoding Variational Bayes, Kingma & Welling, arXiv:1312.6114.
     2. Stochastic Variational Inference, Hoffman, Blei, Wang & Paisley, arXiv:1206.7051.
+    3. InfoVAE: Information Maximizing Variational Autoencoders, Zhao, Song & Ermon, arXiv:1706.02262.
+    4. A Kernel Two-Sample Test, Gretton et al., JMLR 2012.
+    5. Wasserstein Auto-Encoders, Tolstikhin, Bousquet, Gelly & Schoelkopf, arXiv:1711.01558.
+    6. Sliced-Wasserstein Autoencoder, Kolouri, Pope, Martin & Rohde, arXiv:1804.01947.
+    7. Variational Inference of Disentangled Latent Concepts from Unlabeled Observations, Kumar,
+       Sattigeri & Balakrishnan, arXiv:1711.00848.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from aezoo.core import Autoencoder
+from aezoo.inference import penalties
 from aezoo.inference.importance import max_plate_nesting
 from aezoo.inference.loop import GradientEngine
-from aezoo.inference.objectives import LatentScale
+from aezoo.inference.objectives import SiteRecorder, latent_weight
+
+PENALTIES = ("mmd", "swd", "dip_i", "dip_ii")
+PENALTY_SITE = "z"
 
 
 @dataclass(frozen=True)
 class SVI(GradientEngine):
-    """ELBO maximisation; ``loss`` is the negative ELBO in nats per datum.
+    """(Penalised, beta-weighted) ELBO maximisation; ``loss`` is the negative objective per datum.
 
     Attributes:
         num_particles: Monte Carlo samples per step (vectorised).
         analytic_kl: use closed-form KL terms (``TraceMeanField_ELBO``).
-        beta: weight of the KL term (beta-VAE, Higgins et al. 2017); 1 is the ELBO. The loss
-            reported is then the negative beta-weighted objective.
+        beta: weight (>= 0) of the KL term (beta-VAE, Higgins et al. 2017); 1 is the ELBO, 0
+            drops the latent terms (WAE/SWAE).
+        penalty: ``None`` or one of ``"mmd"``, ``"swd"``, ``"dip_i"``, ``"dip_ii"`` (module docstring).
+        penalty_weight: lambda (>= 0) of the penalty.
+        mmd_kernel: ``"imq"`` or ``"rbf"``.
+        mmd_scale: the kernel's sigma^2 (the prior variance, 1 for N(0, I)).
+        swd_projections: random directions of the sliced Wasserstein distance.
+        dip_diag_weight: lambda_d / lambda_od of DIP-VAE; ``None``: 10 for ``dip_i``, 1 for ``dip_ii``.
     """
 
     num_particles: int = 1
     analytic_kl: bool = True
     beta: float = 1.0
+    penalty: str | None = None
+    penalty_weight: float = 1.0
+    mmd_kernel: str = "imq"
+    mmd_scale: float = 1.0
+    swd_projections: int = 50
+    dip_diag_weight: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.beta >= 0:
+            raise ValueError(f"beta must be non-negative, got {self.beta}")
+        if self.penalty is not None and self.penalty not in PENALTIES:
+            raise ValueError(f"unknown penalty {self.penalty!r}; choose one of {PENALTIES} or none")
+        if not self.penalty_weight >= 0:
+            raise ValueError(f"penalty_weight must be non-negative, got {self.penalty_weight}")
+        if self.mmd_kernel not in penalties.KERNELS:
+            raise ValueError(f"unknown mmd_kernel {self.mmd_kernel!r}; choose one of {penalties.KERNELS}")
 
     def loss(self, ae: Autoencoder, *batch: Tensor, num_data: int) -> Tensor:
         elbo_cls = TraceMeanField_ELBO if self.analytic_kl else Trace_ELBO
         elbo = elbo_cls(num_particles=self.num_particles, vectorize_particles=True,
                         max_plate_nesting=max_plate_nesting(ae, *batch))
         model, guide = ae.model, ae.guide
-        if self.beta != 1.0:
-            model, guide = LatentScale(self.beta)(model), LatentScale(self.beta)(guide)
-        return elbo.differentiable_loss(model, guide, *batch, num_data=num_data) / num_data
+        weight_model, weight_guide = latent_weight(self.beta), latent_weight(self.beta)
+        if weight_model is not None:
+            model, guide = weight_model(model), weight_guide(guide)
+        if self.penalty is None:
+            return elbo.differentiable_loss(model, guide, *batch, num_data=num_data) / num_data
+        prior, posterior = SiteRecorder(PENALTY_SITE), SiteRecorder(PENALTY_SITE)
+        value = elbo.differentiable_loss(prior(model), posterior(guide), *batch, num_data=num_data) / num_data
+        return value + self.penalty_weight * self.divergence(prior.msg, posterior.msg)
+
+    def divergence(self, prior: dict, posterior: dict) -> Tensor:
+        """The penalty ``D`` from the model's and the guide's messages at site ``"z"``, mean over particles."""
+        q = posterior["value"]
+        if self.penalty.startswith("dip"):
+            fn = posterior["fn"]
+            cov = getattr(fn, "covariance_matrix", None)
+            cov = torch.diag_embed(fn.variance) if cov is None else cov
+            variant = self.penalty[4:]
+            ratio = self.dip_diag_weight if self.dip_diag_weight is not None else (10.0 if variant == "i" else 1.0)
+            mu = fn.mean.expand(q.shape)
+            return penalties.dip_covariance_penalty(mu, variant, 1.0, ratio, cov.expand(*q.shape, q.shape[-1])).mean()
+        fn = prior["fn"]
+        p = fn.rsample() if fn.has_rsample else fn.sample()
+        if self.penalty == "swd":
+            return penalties.sliced_wasserstein(q, p.expand(q.shape), self.swd_projections).mean()
+        if q.shape[-2] < 2:
+            return q.new_zeros(())  # one datum: no MMD U-statistic
+        return penalties.mmd(q, p.expand(q.shape), self.mmd_kernel, self.mmd_scale).mean()
+
+    def check(self, ae: Autoencoder, *batch: Tensor) -> None:
+        """``ValueError`` when a penalty needs a site ``"z"`` of shape ``(B, D_z)`` that the pair lacks,
+        or ``beta = 0`` meets a non-reparameterised guide site."""
+        guide_tr = prune_subsample_sites(poutine.trace(ae.guide).get_trace(*batch))
+        sites = {n: s for n, s in guide_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
+        if self.beta == 0 and any(not s["fn"].has_rsample for s in sites.values()):
+            raise ValueError("svi with beta=0 needs reparameterised guide sites (rsample): masking the latent "
+                             "terms would drop their score-function gradients")
+        if self.penalty is None:
+            return
+        site = sites.get(PENALTY_SITE)
+        if site is None or site["value"].shape[:-1] != batch[0].shape[:1] or site["fn"].event_dim != 1:
+            raise ValueError(f"the svi penalty {self.penalty!r} does not apply to {ae.name}: it needs a latent "
+                             f"site {PENALTY_SITE!r} of shape (B, D_z) in the guide and the model")
 
 
 ENGINE = SVI

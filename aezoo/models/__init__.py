@@ -2,14 +2,15 @@
 
 Each module exports ``Config`` (frozen dataclass), ``build(cfg) -> Autoencoder`` and
 ``example_data(cfg, n, seed) -> tuple[Tensor, ...]``; its docstring's first line is its
-description in ``aezoo list``.
+description in ``aezoo list``. An optional ``DEFAULT_ENGINE = (engine key, {field: value})`` is
+the objective ``aezoo fit`` uses when no ``--engine`` is given (otherwise ``svi``).
 """
 
 from types import ModuleType
 
-from aezoo.models import linear_gaussian, vae
+from aezoo.models import info_vae, linear_gaussian, swae, vae, wae
 
-_MODULES: list[ModuleType] = [linear_gaussian, vae]
+_MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 
