@@ -28,8 +28,8 @@ def write(run_dir: str | Path, metrics: dict[str, Any], diagnostics: dict[str, A
     title = f"aezoo run: {metrics['model']} / {metrics['engine']} / {metrics['data']}"
     sections = [
         ("Metrics", "Log-likelihoods are in nats per datum; <code>test_log_likelihood</code> is the importance-"
-                    "sampled estimate with <code>num_particles</code> samples (Burda et al., arXiv:1509.00519).",
-         _table(metrics)),
+                    "sampled estimate with <code>num_particles</code> samples (Burda et al., arXiv:1509.00519)."
+                    + _khat_warning(diagnostics), _table(metrics)),
         ("Bounds against k", f"On the first {diagnostics['subsample']} test points.",
          _table({f"IWAE_{k}": f"{v['mean']:.3f} ± {v['mcse']:.3f}" for k, v in diagnostics["bounds"].items()})),
         ("ELBO decomposition", "", _table(diagnostics["elbo_decomposition"])),
@@ -60,6 +60,15 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}figure{{margin:1.5em 0}}</sty
     path = run_dir / "report.html"
     path.write_text(page)
     return path
+
+
+def _khat_warning(diagnostics: dict[str, Any]) -> str:
+    share = diagnostics["guide_quality"].get("share_above")
+    if share is None or share <= 0.1:
+        return ""
+    return (f" <strong>Caution:</strong> {100 * share:.0f}% of the checked test points have Pareto k-hat above 0.7, "
+            "so their importance weights are heavy-tailed: the log-likelihood is a conservative lower bound and its "
+            "Monte Carlo error understates the true error (Yao et al., arXiv:1802.02538).")
 
 
 def _base64(path: Path) -> str:

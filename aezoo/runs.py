@@ -209,7 +209,7 @@ def evaluate(
         "test_log_likelihood_se": ll["log_likelihood_se"],
         "test_log_likelihood_mcse": ll["log_likelihood_mcse"],
         "test_elbo": ll["elbo"],
-        "amortization_gap": ll["amortization_gap"],
+        "inference_gap": ll["inference_gap"],
         "active_units": diag["latent"]["active_units"],
         "khat_share_above_0.7": diag["guide_quality"]["share_above"],
         "epochs": len(losses),

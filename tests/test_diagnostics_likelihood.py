@@ -51,8 +51,8 @@ def test_exact_guide_gives_exact_log_likelihood_zero_mcse_and_zero_gap(linear_ga
     assert isinstance(est, ImportanceEstimate) and est.num_particles == 64 and est.log_likelihood.shape == (30,)
     torch.testing.assert_close(est.log_likelihood, exact, atol=1e-6, rtol=0)
     torch.testing.assert_close(est.elbo, exact, atol=1e-6, rtol=0)
-    assert est.mcse.abs().max() < 1e-6 and est.amortization_gap.abs().max() < 1e-6
-    assert set(est.to_dict()) >= {"log_likelihood", "log_likelihood_mcse", "elbo", "amortization_gap"}
+    assert est.mcse.abs().max() < 1e-6 and est.inference_gap.abs().max() < 1e-6
+    assert set(est.to_dict()) >= {"log_likelihood", "log_likelihood_mcse", "elbo", "inference_gap"}
 
 
 def test_is_estimate_converges_and_its_mcse_covers_the_error(linear_gaussian):
@@ -64,7 +64,7 @@ def test_is_estimate_converges_and_its_mcse_covers_the_error(linear_gaussian):
         est = importance_estimate(ae, x, num_particles=k)
         err = est.log_likelihood - exact
         abs_err[k] = err.abs().mean().item()
-        assert (est.amortization_gap > 0).all()  # log-mean-exp >= mean, per datum
+        assert (est.inference_gap > 0).all()  # log-mean-exp >= mean, per datum
         if k == 10:
             continue  # at K = 10 the weights are too skewed for the delta method's bias term
         # The average error, corrected by the delta method's bias -mcse^2 / 2, is a sum of

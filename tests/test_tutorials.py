@@ -33,6 +33,7 @@ def test_tutorial_runs_in_smoke_mode(path: Path, tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("CI", "1")
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
     monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny smoke sizes: a second thread only adds contention
     copy = tmp_path / path.name
     shutil.copy(path, copy)
     nb = nbformat.read(copy, as_version=4)

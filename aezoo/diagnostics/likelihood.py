@@ -43,7 +43,7 @@ class ImportanceEstimate:
     mcse: Tensor
 
     @property
-    def amortization_gap(self) -> Tensor:
+    def inference_gap(self) -> Tensor:
         """``(N,)`` log p(x) - ELBO, nats: estimates KL(q(z | x) || p(z | x)), the inference gap.
 
         In "Inference Suboptimality in Variational Autoencoders" (Cremer, Li & Duvenaud,
@@ -62,7 +62,7 @@ class ImportanceEstimate:
             "log_likelihood_mcse": (self.mcse.pow(2).sum().sqrt() / n).item(),
             "log_likelihood_se": (self.log_likelihood.std() / n**0.5).item() if n > 1 else float("nan"),
             "elbo": self.elbo.mean().item(),
-            "amortization_gap": self.amortization_gap.mean().item(),
+            "inference_gap": self.inference_gap.mean().item(),
             "num_particles": self.num_particles,
             "num_data": n,
         }

@@ -132,7 +132,7 @@ def _run_deterministic(ae: Autoencoder, x: Tensor, sub: Tensor, out_dir: Path, c
         "subsample": len(sub),
         "note": DETERMINISTIC_NOTE,
         "log_likelihood": {"log_likelihood": nan, "log_likelihood_mcse": nan, "log_likelihood_se": nan,
-                           "elbo": nan, "amortization_gap": nan, "num_particles": cfg.num_particles,
+                           "elbo": nan, "inference_gap": nan, "num_particles": cfg.num_particles,
                            "num_data": len(x), "reconstruction": rec.mean().item(),
                            "reconstruction_se": (rec.std() / len(rec) ** 0.5).item() if len(rec) > 1 else nan},
         "bounds": {},
