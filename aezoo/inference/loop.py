@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from aezoo.core import Autoencoder, FitResult, atomic_torch_save, load_checkpoint
+from aezoo.inference.objectives import at_epoch
 
 
 @dataclass(frozen=True)
@@ -96,8 +97,10 @@ class GradientEngine:
         with pyro.validation_enabled(False):
             for epoch in range(len(losses), self.epochs):
                 start, total, seen = time.perf_counter(), 0.0, 0
-                for idx in torch.randperm(num_data, generator=order).to(device).split(self.batch_size):
-                    loss = self.loss(ae, *_transformed(tuple(d[idx] for d in data), transform), num_data=num_data)
+                batches = torch.randperm(num_data, generator=order).to(device).split(self.batch_size)
+                for step, idx in enumerate(batches):
+                    with at_epoch(epoch + step / steps):  # training progress, read by schedules (objectives.py)
+                        loss = self.loss(ae, *_transformed(tuple(d[idx] for d in data), transform), num_data=num_data)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"{type(self).__name__} loss became {loss.item()} in epoch {epoch + 1}; lower the "

@@ -8,11 +8,34 @@ Variational Framework", Higgins et al., ICLR 2017). ``LatentMask`` is its ``beta
 latent terms are dropped (Pyro's site mask), leaving ``E_q[log p(x | z)]``, the reconstruction
 term of a Wasserstein autoencoder. ``SiteRecorder`` keeps the last message of one site so that
 an engine can add sample-based penalties (:mod:`aezoo.inference.penalties`) on the same draws.
+
+Schedules read the training progress ``e`` (epochs done, fractional within an epoch) that the
+shared loop publishes with :func:`at_epoch` around every step; outside a fit (``current_epoch()``
+is ``None``) every schedule is finished, so a loss evaluated there is the target objective.
+:func:`ramp` is the linear schedule ``min(1, e / E)`` of KL warm-up [1, 2] and of the capacity
+``C`` [3]. :func:`elbo_terms` splits the ELBO per datum into ``E_q[log p(x | z)]`` and
+``KL(q(z | x) || p(z))`` on one set of draws; :func:`capacity_loss` is the objective of [3].
+
+References:
+    1. Generating Sentences from a Continuous Space, Bowman et al., arXiv:1511.06349.
+    2. Ladder Variational Autoencoders, Sønderby et al., arXiv:1602.02282.
+    3. Understanding disentangling in beta-VAE, Burgess et al., arXiv:1804.03599.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
+
+import torch
 from pyro.poutine.messenger import Messenger
+from torch import Tensor
+from torch.distributions import kl_divergence
+
+from aezoo.inference.importance import Traces
+
+_EPOCH: ContextVar[float | None] = ContextVar("aezoo_epoch", default=None)
 
 
 class LatentScale(Messenger):
@@ -62,3 +85,71 @@ class SiteRecorder(Messenger):
     def _postprocess_message(self, msg) -> None:
         if msg["type"] == "sample" and msg["name"] == self.name:
             self.msg = msg
+
+
+@contextmanager
+def at_epoch(epoch: float) -> Iterator[None]:
+    """Publish the training progress ``epoch`` (epochs done, e.g. ``2.5``) to schedules inside the block."""
+    token = _EPOCH.set(float(epoch))
+    try:
+        yield
+    finally:
+        _EPOCH.reset(token)
+
+
+def current_epoch() -> float | None:
+    """The progress set by the innermost :func:`at_epoch`, or ``None`` outside a fit."""
+    return _EPOCH.get()
+
+
+def ramp(epochs: float) -> float:
+    """``min(1, e / epochs)`` at the current progress ``e``; 1 for ``epochs = 0`` or outside a fit."""
+    epoch = current_epoch()
+    if epochs <= 0 or epoch is None:
+        return 1.0
+    return min(1.0, max(epoch, 0.0) / epochs)
+
+
+def elbo_terms(tr: Traces, analytic_kl: bool = True) -> tuple[Tensor, Tensor]:
+    """Per-datum reconstruction and KL terms of a guide/model trace pair, on the same draws.
+
+    Args:
+        tr: traces from :func:`aezoo.inference.importance.trace_pair`; every latent inside the
+            ``"data"`` plate.
+        analytic_kl: the closed-form KL of each latent site where ``kl_divergence`` has one
+            (exact for mean-field models), else the one-draw estimate ``log q(z) - log p(z)``.
+
+    Returns:
+        ``rec`` and ``kl``, each ``(K, B)`` in nats: ``log p(x_b | z)`` summed over observed sites and
+        ``KL(q(z | x_b) || p(z))`` summed over latent sites; masks applied, plate scales ignored.
+    """
+    kls = []
+    for name in tr.latent:
+        q, p = tr.guide.nodes[name], tr.model.nodes[name]
+        term = None
+        if analytic_kl:
+            try:
+                term = kl_divergence(q["fn"], p["fn"])
+            except NotImplementedError:
+                pass
+        if term is None:
+            term = q["fn"].log_prob(q["value"]) - p["fn"].log_prob(p["value"])
+        term = term.expand(torch.broadcast_shapes(term.shape, q["fn"].batch_shape))
+        kls.append(tr.per_datum(tr.masked(term, q), name, q).sum(-1))
+    kl = sum(kls[1:], kls[0]) if kls else torch.zeros(tr.num_particles, tr.batch_size, device=tr.device)
+    return tr.log_prob(tr.model, tr.observed), kl
+
+
+def capacity_loss(rec: Tensor, kl: Tensor, capacity: float, gamma: float) -> Tensor:
+    """Negative capacity objective of [3] per datum, averaged over the ``K`` particles and ``B`` data.
+
+    ``-E_q[log p(x | z)] + gamma * |KL(q(z | x) || p(z)) - C|`` for each datum, with the KL
+    averaged over particles before the absolute value (exact when analytic).
+
+    Args:
+        rec: ``(K, B)`` reconstruction log-likelihoods, nats.
+        kl: ``(K, B)`` KL terms, nats.
+        capacity: ``C`` in nats.
+        gamma: the weight of the capacity term.
+    """
+    return -rec.mean() + gamma * (kl.mean(0) - capacity).abs().mean()

@@ -9,7 +9,20 @@ and the "ELBO" is ``log p(x, z = encoder(x))``, not a bound.
 
 The objective, per datum, averaged over the minibatch of ``B`` data and ``K`` particles::
 
-    E_q[log p(x | z)] - beta * KL(q(z | x) || p(z)) - penalty_weight * D(q(z), p(z))
+    E_q[log p(x | z)] - beta_e * KL(q(z | x) || p(z)) - penalty_weight * D(q(z), p(z))
+
+KL warm-up [8, 9]: ``beta_e = beta * min(1, e / kl_warmup_epochs)`` at training progress ``e``
+(epochs done, fractional within an epoch; see :func:`aezoo.inference.objectives.at_epoch`), so
+``beta_e = beta`` once ``e >= kl_warmup_epochs``, without warm-up, and outside a fit.
+
+Capacity-controlled beta-VAE [10] (``capacity_max`` set) replaces the KL term by
+``gamma * |KL(q(z | x) || p(z)) - C_e|`` per datum, ``C_e = capacity_max * min(1, e /
+capacity_epochs)`` nats: the KL of each datum (closed form with ``analytic_kl`` where
+registered, else ``log q(z) - log p(z)`` at the draw, averaged over the particles) is pulled
+towards a capacity that grows during training. It is computed from one trace of guide and model
+(no score-function terms), so it needs reparameterised guide sites inside the ``"data"`` plate.
+[10] applies ``|.|`` to the minibatch-mean KL; here it applies per datum, so the loss is an
+estimate of the objective's mean over the data that does not depend on the batch size.
 
 ``D`` compares the aggregate posterior q(z) (the guide's draws of site ``"z"`` for the batch)
 with the prior p(z) (as many draws from the model's own distribution at ``"z"``), per particle:
@@ -22,7 +35,8 @@ with the prior p(z) (as many draws from the model's own distribution at ``"z"``)
   sum_i (C_ii - 1)^2`` for ``C`` the covariance of the guide means (i) or of q(z) (ii), read from
   the guide's ``mean``/``variance`` (or ``covariance_matrix``); no prior draws.
 
-``loss`` (and so ``FitResult.losses``) is the negative of that objective in nats per datum;
+``loss`` (and so ``FitResult.losses``) is the negative of that objective in nats per datum, at
+the schedule's values of each step (so warm-up epochs do not record the ELBO);
 with a penalty the recorded epoch value is the size-weighted mean over the epoch's minibatches
 of ``-ELBO_beta / N + penalty_weight * D``, where ``D`` is a per-minibatch estimate. A
 one-datum minibatch carries no MMD term (the U-statistic needs two draws).
@@ -36,6 +50,9 @@ References:
     6. Sliced-Wasserstein Autoencoder, Kolouri, Pope, Martin & Rohde, arXiv:1804.01947.
     7. Variational Inference of Disentangled Latent Concepts from Unlabeled Observations, Kumar,
        Sattigeri & Balakrishnan, arXiv:1711.00848.
+    8. Generating Sentences from a Continuous Space, Bowman et al., arXiv:1511.06349.
+    9. Ladder Variational Autoencoders, Sønderby, Raiko, Maaløe, Sønderby & Winther, arXiv:1602.02282.
+    10. Understanding disentangling in beta-VAE, Burgess et al., arXiv:1804.03599.
 """
 
 from __future__ import annotations
@@ -50,9 +67,9 @@ from torch import Tensor
 
 from aezoo.core import Autoencoder
 from aezoo.inference import penalties
-from aezoo.inference.importance import max_plate_nesting
+from aezoo.inference.importance import data_dim, max_plate_nesting, trace_pair
 from aezoo.inference.loop import GradientEngine
-from aezoo.inference.objectives import SiteRecorder, latent_weight
+from aezoo.inference.objectives import SiteRecorder, capacity_loss, elbo_terms, latent_weight, ramp
 
 PENALTIES = ("mmd", "swd", "dip_i", "dip_ii")
 PENALTY_SITE = "z"
@@ -73,6 +90,10 @@ class SVI(GradientEngine):
         mmd_scale: the kernel's sigma^2 (the prior variance, 1 for N(0, I)).
         swd_projections: random directions of the sliced Wasserstein distance.
         dip_diag_weight: lambda_d / lambda_od of DIP-VAE; ``None``: 10 for ``dip_i``, 1 for ``dip_ii``.
+        kl_warmup_epochs: epochs over which the KL weight grows linearly from 0 to ``beta``; 0: none.
+        capacity_max: ``None``, or the final capacity ``C`` (nats, >= 0) of Burgess et al.'s objective.
+        capacity_epochs: epochs over which ``C`` grows linearly from 0 to ``capacity_max``; 0: constant.
+        gamma: weight (> 0) of ``|KL - C|`` in the capacity objective (1000 in Burgess et al.).
     """
 
     num_particles: int = 1
@@ -84,10 +105,29 @@ class SVI(GradientEngine):
     mmd_scale: float = 1.0
     swd_projections: int = 50
     dip_diag_weight: float | None = None
+    kl_warmup_epochs: int = 0
+    capacity_max: float | None = None
+    capacity_epochs: int = 0
+    gamma: float = 1000.0
 
     def __post_init__(self) -> None:
         if not self.beta >= 0:
             raise ValueError(f"beta must be non-negative, got {self.beta}")
+        for name in ("kl_warmup_epochs", "capacity_epochs"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if not 0 < self.gamma < float("inf"):
+            raise ValueError(f"gamma must be positive and finite, got {self.gamma}")
+        if self.capacity_max is None:
+            if self.capacity_epochs or self.gamma != 1000.0:
+                raise ValueError("capacity_epochs and gamma apply only with capacity_max set")
+        else:
+            if not 0 <= self.capacity_max < float("inf"):
+                raise ValueError(f"capacity_max must be non-negative and finite, got {self.capacity_max}")
+            if self.beta != 1.0 or self.kl_warmup_epochs:
+                raise ValueError("the capacity objective weights the KL by gamma: leave beta=1 and "
+                                 "kl_warmup_epochs=0 with capacity_max")
         if self.penalty is not None and self.penalty not in PENALTIES:
             raise ValueError(f"unknown penalty {self.penalty!r}; choose one of {PENALTIES} or none")
         if not self.penalty_weight >= 0:
@@ -95,12 +135,28 @@ class SVI(GradientEngine):
         if self.mmd_kernel not in penalties.KERNELS:
             raise ValueError(f"unknown mmd_kernel {self.mmd_kernel!r}; choose one of {penalties.KERNELS}")
 
+    def kl_weight(self) -> float:
+        """``beta_e``, the KL weight at the current training progress (``beta`` outside a fit)."""
+        return self.beta * ramp(self.kl_warmup_epochs)
+
+    def capacity(self) -> float:
+        """``C_e`` in nats at the current training progress (``capacity_max`` outside a fit)."""
+        return self.capacity_max * ramp(self.capacity_epochs)
+
     def loss(self, ae: Autoencoder, *batch: Tensor, num_data: int) -> Tensor:
+        if self.capacity_max is not None:
+            tr = trace_pair(ae, *batch, num_particles=self.num_particles, num_data=num_data)
+            value = capacity_loss(*elbo_terms(tr, self.analytic_kl), self.capacity(), self.gamma)
+            if self.penalty is None:
+                return value
+            return value + self.penalty_weight * self.divergence(tr.model.nodes[PENALTY_SITE],
+                                                                 tr.guide.nodes[PENALTY_SITE])
         elbo_cls = TraceMeanField_ELBO if self.analytic_kl else Trace_ELBO
         elbo = elbo_cls(num_particles=self.num_particles, vectorize_particles=True,
                         max_plate_nesting=max_plate_nesting(ae, *batch))
         model, guide = ae.model, ae.guide
-        weight_model, weight_guide = latent_weight(self.beta), latent_weight(self.beta)
+        beta = self.kl_weight()
+        weight_model, weight_guide = latent_weight(beta), latent_weight(beta)
         if weight_model is not None:
             model, guide = weight_model(model), weight_guide(guide)
         if self.penalty is None:
@@ -130,12 +186,19 @@ class SVI(GradientEngine):
 
     def check(self, ae: Autoencoder, *batch: Tensor) -> None:
         """``ValueError`` when a penalty needs a site ``"z"`` of shape ``(B, D_z)`` that the pair lacks,
-        or ``beta = 0`` meets a non-reparameterised guide site."""
+        ``beta = 0`` (or a warm-up from 0) meets a non-reparameterised guide site, or the capacity
+        objective meets one or a latent outside the ``"data"`` plate."""
         guide_tr = prune_subsample_sites(poutine.trace(ae.guide).get_trace(*batch))
         sites = {n: s for n, s in guide_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
-        if self.beta == 0 and any(not s["fn"].has_rsample for s in sites.values()):
-            raise ValueError("svi with beta=0 needs reparameterised guide sites (rsample): masking the latent "
-                             "terms would drop their score-function gradients")
+        reparameterised = all(s["fn"].has_rsample for s in sites.values())
+        if (self.beta == 0 or self.kl_warmup_epochs) and not reparameterised:
+            raise ValueError("svi with beta=0 or kl_warmup_epochs needs reparameterised guide sites (rsample): "
+                             "masking the latent terms would drop their score-function gradients")
+        if self.capacity_max is not None:
+            if not reparameterised:
+                raise ValueError("svi with capacity_max needs reparameterised guide sites (rsample)")
+            for name, site in sites.items():
+                data_dim(name, site)  # ValueError for a global latent: its KL is not per datum
         if self.penalty is None:
             return
         site = sites.get(PENALTY_SITE)
