@@ -17,6 +17,7 @@ _SMALL_VAE = {"x_dim": 12, "z_dim": 2, "hidden_dims": (8,)}
 SMALL_CONFIGS: dict[str, dict] = {
     **{name: _SMALL_VAE for name in ("vae", "info_vae", "wae", "swae")},
     "linear_gaussian": {"x_dim": 4, "z_dim": 2},
+    "gmvae": {**_SMALL_VAE, "num_components": 3},
 }
 # Engine settings for one quick epoch; only fields an engine has are applied.
 SMALL_ENGINE = {"epochs": 1, "batch_size": 8, "lr": 1e-2, "progress": False}

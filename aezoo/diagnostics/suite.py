@@ -87,8 +87,7 @@ def run(ae: Autoencoder, x: Tensor, out_dir: str | Path, cfg: Config = Config(),
         plots.histogram(quality.khat[torch.isfinite(quality.khat)], out_dir / "khat.png",
                         "Pareto k-hat of the importance weights", "k-hat", threshold=quality.threshold),
     ]
-    means = latent.guide_means(ae, sub)
-    site, codes = next(iter(means.items()))
+    site, codes = _continuous_codes(ae, sub)
     figures.append(plots.bar(collapse.kl_per_dimension[site], out_dir / "kl_per_dimension.png",
                              f"KL(q || p) per unit of {site}", "nats per datum", threshold=collapse.kl_threshold))
     figures.append(plots.latent_scatter(codes, None if labels is None else labels[: len(sub)],
@@ -107,11 +106,26 @@ def run(ae: Autoencoder, x: Tensor, out_dir: str | Path, cfg: Config = Config(),
     }
 
 
-def _deterministic(ae: Autoencoder, x: Tensor) -> bool:
-    """True when every latent site of the guide is a point mass."""
+def _guide_sites(ae: Autoencoder, x: Tensor) -> dict[str, Any]:
+    """The guide's latent sites (name -> distribution), traced on two data points."""
     with evaluating(ae) as device, torch.no_grad():
         tr = trace_pair(ae, x[:2].to(device), num_particles=1, model=False)
-    return bool(tr.latent) and all(is_deterministic(tr.guide.nodes[n]["fn"]) for n in tr.latent)
+    return {n: tr.guide.nodes[n]["fn"] for n in tr.latent}
+
+
+def _deterministic(ae: Autoencoder, x: Tensor) -> bool:
+    """True when every latent site of the guide is a point mass."""
+    sites = _guide_sites(ae, x)
+    return bool(sites) and all(is_deterministic(fn) for fn in sites.values())
+
+
+def _continuous_codes(ae: Autoencoder, x: Tensor) -> tuple[str, Tensor]:
+    """The first continuous latent site and its guide means ``(N, D)``: what the latent figures show."""
+    continuous = [n for n, fn in _guide_sites(ae, x).items() if not fn.support.is_discrete]
+    if not continuous:
+        raise ValueError("the latent figures need a continuous latent site")
+    means = latent.guide_means(ae, x)
+    return continuous[0], means[continuous[0]]
 
 
 def _run_deterministic(ae: Autoencoder, x: Tensor, sub: Tensor, out_dir: Path, cfg: Config, labels: Tensor | None,
@@ -123,7 +137,7 @@ def _run_deterministic(ae: Autoencoder, x: Tensor, sub: Tensor, out_dir: Path, c
     checks = ppc.predictive_checks(ae, sub, num_replicates=cfg.replicates)
     az.save_netcdf(az.to_inference_data(ae, x[: cfg.export_points], num_draws=cfg.export_draws),
                    out_dir / "posterior.nc")
-    site, codes = next(iter(latent.guide_means(ae, sub).items()))
+    site, codes = _continuous_codes(ae, sub)
     figures = [plots.latent_scatter(codes, None if labels is None else labels[: len(sub)],
                                     out_dir / "latent_space.png", f"encoder({site}) of test data"),
                _traversal(ae, site, codes, collapse.units[site].variance, sub, out_dir, image_shape)]

@@ -119,8 +119,8 @@ class IWAE(GradientEngine):
                              "(use --engine svi)")
         bad = [n for n, s in sites.items() if not s["fn"].has_rsample]
         if bad:
-            raise ValueError(f"the iwae engine needs reparameterised guide sites (rsample) for every estimator; "
-                             f"{bad} are not (use --engine svi)")
+            raise ValueError(f"the iwae engine does not apply to {ae.name}: it needs reparameterised guide sites "
+                             f"(rsample) for every estimator; {bad} are not (use --engine rws or svi)")
         for name, site in sites.items():
             data_dim(name, site)  # ValueError for a global latent: per-datum weights do not exist
 

@@ -35,6 +35,19 @@ with the prior p(z) (as many draws from the model's own distribution at ``"z"``)
   sum_i (C_ii - 1)^2`` for ``C`` the covariance of the guide means (i) or of q(z) (ii), read from
   the guide's ``mean``/``variance`` (or ``covariance_matrix``); no prior draws.
 
+Pyro's estimator of the ELBO (``elbo``): ``"trace"`` is ``TraceMeanField_ELBO`` with
+``analytic_kl`` (reparameterised guides only) else ``Trace_ELBO``; ``"tracegraph"`` is
+``TraceGraph_ELBO`` [11], the score-function estimator for non-reparameterised (e.g. discrete)
+guide sites, Rao-Blackwellised by the dependency graph (each site's score is weighted by its
+downstream costs only) and with the baselines that guide sites declare through Pyro's
+``infer={"baseline": ...}``; ``"traceenum"`` is ``TraceEnum_ELBO`` [12] with every discrete guide
+site enumerated in parallel (``config_enumerate``), which sums them out exactly: the model must
+broadcast correctly over the enumeration dims left of its plates (index parameters by the
+discrete value, as ``gmvae`` does). ``analytic_kl`` applies to ``"trace"`` only; ``"traceenum"``
+supports neither ``beta != 1``, warm-up, penalties nor the capacity objective (Pyro's
+enumeration needs one scale for the sites it sums out together), and the capacity objective
+is computed from its own traces, so it needs ``elbo="trace"``.
+
 ``loss`` (and so ``FitResult.losses``) is the negative of that objective in nats per datum, at
 the schedule's values of each step (so warm-up epochs do not record the ELBO);
 with a penalty the recorded epoch value is the size-weighted mean over the epoch's minibatches
@@ -53,6 +66,9 @@ References:
     8. Generating Sentences from a Continuous Space, Bowman et al., arXiv:1511.06349.
     9. Ladder Variational Autoencoders, Sønderby, Raiko, Maaløe, Sønderby & Winther, arXiv:1602.02282.
     10. Understanding disentangling in beta-VAE, Burgess et al., arXiv:1804.03599.
+    11. Gradient Estimation Using Stochastic Computation Graphs, Schulman, Heess, Weber & Abbeel,
+        arXiv:1506.05254.
+    12. Tensor Variable Elimination for Plated Factor Graphs, Obermeyer et al., arXiv:1902.03210.
 """
 
 from __future__ import annotations
@@ -61,7 +77,7 @@ from dataclasses import dataclass
 
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
@@ -73,6 +89,7 @@ from aezoo.inference.objectives import SiteRecorder, capacity_loss, elbo_terms, 
 
 PENALTIES = ("mmd", "swd", "dip_i", "dip_ii")
 PENALTY_SITE = "z"
+ELBOS = ("trace", "tracegraph", "traceenum")
 
 
 @dataclass(frozen=True)
@@ -94,6 +111,8 @@ class SVI(GradientEngine):
         capacity_max: ``None``, or the final capacity ``C`` (nats, >= 0) of Burgess et al.'s objective.
         capacity_epochs: epochs over which ``C`` grows linearly from 0 to ``capacity_max``; 0: constant.
         gamma: weight (> 0) of ``|KL - C|`` in the capacity objective (1000 in Burgess et al.).
+        elbo: Pyro's ELBO estimator, ``"trace"``, ``"tracegraph"`` (score function, Rao-Blackwellised)
+            or ``"traceenum"`` (discrete guide sites enumerated exactly); see the module docstring.
     """
 
     num_particles: int = 1
@@ -109,6 +128,7 @@ class SVI(GradientEngine):
     capacity_max: float | None = None
     capacity_epochs: int = 0
     gamma: float = 1000.0
+    elbo: str = "trace"
 
     def __post_init__(self) -> None:
         if not self.beta >= 0:
@@ -132,6 +152,14 @@ class SVI(GradientEngine):
             raise ValueError(f"unknown penalty {self.penalty!r}; choose one of {PENALTIES} or none")
         if not self.penalty_weight >= 0:
             raise ValueError(f"penalty_weight must be non-negative, got {self.penalty_weight}")
+        if self.elbo not in ELBOS:
+            raise ValueError(f"unknown elbo {self.elbo!r}; choose one of {ELBOS}")
+        if self.elbo != "trace" and self.capacity_max is not None:
+            raise ValueError(f"the capacity objective computes its own KL terms; it needs elbo='trace', "
+                             f"not {self.elbo!r}")
+        if self.elbo == "traceenum" and (self.beta != 1.0 or self.kl_warmup_epochs or self.penalty is not None):
+            raise ValueError("elbo='traceenum' supports the plain ELBO only: leave beta=1, kl_warmup_epochs=0 and "
+                             "penalty=None (use elbo='tracegraph' for those with discrete latents)")
         if self.mmd_kernel not in penalties.KERNELS:
             raise ValueError(f"unknown mmd_kernel {self.mmd_kernel!r}; choose one of {penalties.KERNELS}")
 
@@ -151,19 +179,36 @@ class SVI(GradientEngine):
                 return value
             return value + self.penalty_weight * self.divergence(tr.model.nodes[PENALTY_SITE],
                                                                  tr.guide.nodes[PENALTY_SITE])
-        elbo_cls = TraceMeanField_ELBO if self.analytic_kl else Trace_ELBO
-        elbo = elbo_cls(num_particles=self.num_particles, vectorize_particles=True,
-                        max_plate_nesting=max_plate_nesting(ae, *batch))
         model, guide = ae.model, ae.guide
+        if self.elbo == "traceenum":
+            guide = config_enumerate(guide, default="parallel")
         beta = self.kl_weight()
         weight_model, weight_guide = latent_weight(beta), latent_weight(beta)
         if weight_model is not None:
             model, guide = weight_model(model), weight_guide(guide)
         if self.penalty is None:
-            return elbo.differentiable_loss(model, guide, *batch, num_data=num_data) / num_data
+            return self.negative_elbo(ae, model, guide, *batch, num_data=num_data) / num_data
         prior, posterior = SiteRecorder(PENALTY_SITE), SiteRecorder(PENALTY_SITE)
-        value = elbo.differentiable_loss(prior(model), posterior(guide), *batch, num_data=num_data) / num_data
+        value = self.negative_elbo(ae, prior(model), posterior(guide), *batch, num_data=num_data) / num_data
         return value + self.penalty_weight * self.divergence(prior.msg, posterior.msg)
+
+    def negative_elbo(self, ae: Autoencoder, model, guide, *batch: Tensor, num_data: int) -> Tensor:
+        """The selected Pyro ELBO's differentiable negative value for the minibatch (plate-scaled: ``N`` data)."""
+        kwargs = {"num_particles": self.num_particles, "vectorize_particles": True,
+                  "max_plate_nesting": max_plate_nesting(ae, *batch)}
+        if self.elbo == "tracegraph":
+            # TraceGraph_ELBO has no differentiable_loss: its (private, stable since Pyro 0.2) pair of
+            # the ELBO value and the surrogate loss whose gradient is the estimator gives one
+            elbo, surrogate = TraceGraph_ELBO(**kwargs)._loss_and_surrogate_loss(model, guide, batch,
+                                                                                {"num_data": num_data})
+            return -elbo.detach() + (surrogate - surrogate.detach())
+        if self.elbo == "traceenum":
+            elbo = TraceEnum_ELBO(**kwargs)
+            if not torch.is_grad_enabled():  # its differentiable_loss refuses to run without gradients
+                return batch[0].new_tensor(elbo.loss(model, guide, *batch, num_data=num_data))
+            return elbo.differentiable_loss(model, guide, *batch, num_data=num_data)
+        elbo = (TraceMeanField_ELBO if self.analytic_kl else Trace_ELBO)(**kwargs)
+        return elbo.differentiable_loss(model, guide, *batch, num_data=num_data)
 
     def divergence(self, prior: dict, posterior: dict) -> Tensor:
         """The penalty ``D`` from the model's and the guide's messages at site ``"z"``, mean over particles."""
@@ -191,6 +236,12 @@ class SVI(GradientEngine):
         guide_tr = prune_subsample_sites(poutine.trace(ae.guide).get_trace(*batch))
         sites = {n: s for n, s in guide_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
         reparameterised = all(s["fn"].has_rsample for s in sites.values())
+        if self.elbo == "trace" and self.analytic_kl and not reparameterised:
+            bad = [n for n, s in sites.items() if not s["fn"].has_rsample]
+            raise ValueError(f"svi with elbo='trace' and analytic_kl (TraceMeanField_ELBO) does not apply to "
+                             f"{ae.name}: "
+                             f"its guide sites {bad} are not reparameterised; use elbo='traceenum' (exact sums over "
+                             "discrete sites), elbo='tracegraph' or analytic_kl=False (score-function estimators)")
         if (self.beta == 0 or self.kl_warmup_epochs) and not reparameterised:
             raise ValueError("svi with beta=0 or kl_warmup_epochs needs reparameterised guide sites (rsample): "
                              "masking the latent terms would drop their score-function gradients")
