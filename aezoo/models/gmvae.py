@@ -87,7 +87,6 @@ class Guide(PyroModule):
     def forward(self, x: Tensor, num_data: int | None = None) -> None:
         with pyro.plate("data", num_data or len(x), subsample=x):
             logits, loc, raw = self.encoder(x).split([self.cfg.num_components, self.cfg.z_dim, self.cfg.z_dim], -1)
-            # z first: the diagnostics suite summarises (and traverses) the guide's first latent site
             pyro.sample("z", dist.Normal(loc, F.softplus(raw) + 1e-5).to_event(1))
             pyro.sample("z_y", dist.Categorical(logits=logits))
 
