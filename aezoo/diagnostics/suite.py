@@ -27,7 +27,7 @@ from aezoo.core import Autoencoder
 from aezoo.diagnostics import az, latent, likelihood, ppc
 from aezoo.diagnostics._traces import evaluating
 from aezoo.guides import is_deterministic
-from aezoo.inference.importance import trace_pair
+from aezoo.inference.importance import guide_sites
 
 DETERMINISTIC_NOTE = ("deterministic (Delta) guide: log q = 0 is no density over z, so the importance-sampled "
                       "log p(x), the ELBO, IWAE_k bounds, KL terms and Pareto k-hat do not apply (NaN); "
@@ -108,9 +108,8 @@ def run(ae: Autoencoder, x: Tensor, out_dir: str | Path, cfg: Config = Config(),
 
 def _guide_sites(ae: Autoencoder, x: Tensor) -> dict[str, Any]:
     """The guide's latent sites (name -> distribution), traced on two data points."""
-    with evaluating(ae) as device, torch.no_grad():
-        tr = trace_pair(ae, x[:2].to(device), num_particles=1, model=False)
-    return {n: tr.guide.nodes[n]["fn"] for n in tr.latent}
+    with evaluating(ae) as device:
+        return {n: s["fn"] for n, s in guide_sites(ae, x[:2].to(device)).items()}
 
 
 def _deterministic(ae: Autoencoder, x: Tensor) -> bool:

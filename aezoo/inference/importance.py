@@ -18,6 +18,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from aezoo.core import Autoencoder
+from aezoo.guides import is_deterministic
 
 
 def max_plate_nesting(ae: Autoencoder, *data: Tensor) -> int:
@@ -158,3 +159,29 @@ def log_weights(ae: Autoencoder, *data: Tensor, num_particles: int, num_data: in
     tr = trace_pair(ae, *data, num_particles=num_particles, num_data=num_data)
     model_sites = [n for n, s in tr.model.nodes.items() if s["type"] == "sample"]
     return tr.log_prob(tr.model, model_sites) - tr.log_prob(tr.guide, tr.latent)
+
+
+def guide_sites(ae: Autoencoder, *batch: Tensor) -> dict[str, dict]:
+    """The guide's latent sample sites (name -> trace site), traced once on ``batch``."""
+    tr = prune_subsample_sites(poutine.trace(ae.guide).get_trace(*batch))
+    return {n: s for n, s in tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
+
+
+def check_weights_exist(ae: Autoencoder, engine: str, *batch: Tensor) -> dict[str, dict]:
+    """Raise ``ValueError`` unless per-datum importance weights exist for ``ae``; return its guide sites.
+
+    They need a density over z (no point-mass guide sites: "does not apply") and local latents
+    (inside the ``"data"`` plate).
+    """
+    sites = guide_sites(ae, *batch)
+    points = [n for n, s in sites.items() if is_deterministic(s["fn"])]
+    if points:
+        raise ValueError(f"the {engine} engine does not apply to {ae.name}: its guide sites {points} are point masses "
+                         "(Delta), whose log q = 0 is no density over z, so importance weights are meaningless "
+                         "(use --engine svi)")
+    for name, site in sites.items():
+        try:
+            data_dim(name, site)
+        except ValueError as err:
+            raise ValueError(f"{engine} supports local latents only (per-datum importance weights): {err}") from err
+    return sites

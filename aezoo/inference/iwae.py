@@ -40,14 +40,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from pyro import poutine
-from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from aezoo.core import Autoencoder
-from aezoo.guides import is_deterministic
 from aezoo.inference import estimators as est
-from aezoo.inference.importance import data_dim, trace_pair
+from aezoo.inference.importance import check_weights_exist, trace_pair
 from aezoo.inference.loop import GradientEngine
 
 
@@ -110,19 +107,10 @@ class IWAE(GradientEngine):
         return est.routed(value, -decoder.mean(), surrogate, ae.model, ae.guide)
 
     def check(self, ae: Autoencoder, *batch: Tensor) -> None:
-        tr = prune_subsample_sites(poutine.trace(ae.guide).get_trace(*batch))
-        sites = {n: s for n, s in tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
-        points = [n for n, s in sites.items() if is_deterministic(s["fn"])]
-        if points:
-            raise ValueError(f"the iwae engine does not apply to {ae.name}: its guide sites {points} are point masses "
-                             "(Delta), whose log q = 0 is no density over z, so importance weights are meaningless "
-                             "(use --engine svi)")
+        sites = check_weights_exist(ae, "iwae", *batch)
         bad = [n for n, s in sites.items() if not s["fn"].has_rsample]
         if bad:
             raise ValueError(f"the iwae engine does not apply to {ae.name}: it needs reparameterised guide sites "
                              f"(rsample) for every estimator; {bad} are not (use --engine rws or svi)")
-        for name, site in sites.items():
-            data_dim(name, site)  # ValueError for a global latent: per-datum weights do not exist
-
 
 ENGINE = IWAE

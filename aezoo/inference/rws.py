@@ -45,8 +45,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from aezoo.core import Autoencoder
-from aezoo.guides import is_deterministic
-from aezoo.inference.importance import Traces, data_dim, max_plate_nesting
+from aezoo.inference.importance import Traces, check_weights_exist, max_plate_nesting
 from aezoo.inference.iwae import iwae_bound
 from aezoo.inference.loop import GradientEngine
 
@@ -116,18 +115,6 @@ class RWS(GradientEngine):
 
     def check(self, ae: Autoencoder, *batch: Tensor) -> None:
         """``ValueError`` for point-mass guide sites ("does not apply") or latents outside the data plate."""
-        tr = prune_subsample_sites(poutine.trace(ae.guide).get_trace(*batch))
-        sites = {n: s for n, s in tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
-        points = [n for n, s in sites.items() if is_deterministic(s["fn"])]
-        if points:
-            raise ValueError(f"the rws engine does not apply to {ae.name}: its guide sites {points} are point masses "
-                             "(Delta), whose log q = 0 is no density over z, so importance weights are meaningless "
-                             "(use --engine svi)")
-        for name, site in sites.items():
-            try:
-                data_dim(name, site)
-            except ValueError as err:
-                raise ValueError(f"rws supports local latents only (per-datum importance weights): {err}") from err
-
+        check_weights_exist(ae, "rws", *batch)
 
 ENGINE = RWS

@@ -76,14 +76,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
-from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from aezoo.core import Autoencoder
 from aezoo.inference import penalties
-from aezoo.inference.importance import data_dim, max_plate_nesting, trace_pair
+from aezoo.inference.importance import data_dim, guide_sites, max_plate_nesting, trace_pair
 from aezoo.inference.loop import GradientEngine
 from aezoo.inference.objectives import SiteRecorder, capacity_loss, elbo_terms, latent_weight, ramp
 
@@ -233,8 +231,7 @@ class SVI(GradientEngine):
         """``ValueError`` when a penalty needs a site ``"z"`` of shape ``(B, D_z)`` that the pair lacks,
         ``beta = 0`` (or a warm-up from 0) meets a non-reparameterised guide site, or the capacity
         objective meets one or a latent outside the ``"data"`` plate."""
-        guide_tr = prune_subsample_sites(poutine.trace(ae.guide).get_trace(*batch))
-        sites = {n: s for n, s in guide_tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]}
+        sites = guide_sites(ae, *batch)
         reparameterised = all(s["fn"].has_rsample for s in sites.values())
         if self.elbo == "trace" and self.analytic_kl and not reparameterised:
             bad = [n for n, s in sites.items() if not s["fn"].has_rsample]
