@@ -35,10 +35,11 @@ from aezoo.diagnostics.likelihood import (
 )
 from aezoo.diagnostics.ppc import PredictiveChecks, posterior_predictive, predictive_checks, prior_predictive
 
-__all__ = ["ImportanceEstimate", "importance_estimate", "reconstruct", "generate"]
-__all__ += ["IWAEBounds", "iwae_bounds"]
-__all__ += ["ELBODecomposition", "elbo_decomposition", "kl_per_dimension", "UnitActivity", "active_units",
-            "MutualInformation", "mutual_information", "CollapseReport", "collapse_report"]
-__all__ += ["PredictiveChecks", "posterior_predictive", "prior_predictive", "predictive_checks"]
-__all__ += ["GuideQuality", "guide_quality", "pareto_khat", "mcmc_summary", "to_inference_data", "save_netcdf",
-            "load_netcdf", "trace_plot", "rank_plot"]
+__all__ = [
+    "ImportanceEstimate", "importance_estimate", "IWAEBounds", "iwae_bounds", "reconstruct", "generate",
+    "ELBODecomposition", "elbo_decomposition", "kl_per_dimension", "UnitActivity", "active_units",
+    "MutualInformation", "mutual_information", "CollapseReport", "collapse_report",
+    "PredictiveChecks", "posterior_predictive", "prior_predictive", "predictive_checks",
+    "GuideQuality", "guide_quality", "pareto_khat", "mcmc_summary", "to_inference_data", "save_netcdf",
+    "load_netcdf", "trace_plot", "rank_plot",
+]
