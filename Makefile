@@ -34,6 +34,7 @@ lint: install
 benchmarks: install
 	$(BIN)/python -m benchmarks.svi_overhead
 	$(BIN)/python -m benchmarks.reproduce_iwae
+	$(BIN)/python -m benchmarks.gradient_snr
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
