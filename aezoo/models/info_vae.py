@@ -37,8 +37,7 @@ class Config(vae.Config):
 
 def build(cfg: Config = Config()) -> Autoencoder:
     """The VAE (model and Gaussian guide) under this entry's name."""
-    ae = vae.build(cfg)
-    return Autoencoder(ae.model, ae.guide, cfg, name=__name__.rsplit(".", 1)[-1])
+    return vae.build(cfg, name=__name__.rsplit(".", 1)[-1])
 
 
 __all__ = ["Config", "DEFAULT_ENGINE", "build", "example_data"]

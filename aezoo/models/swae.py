@@ -35,8 +35,7 @@ class Config(wae.Config):
 
 def build(cfg: Config = Config()) -> Autoencoder:
     """The WAE's model and deterministic encoder under this entry's name."""
-    ae = wae.build(cfg)
-    return Autoencoder(ae.model, ae.guide, cfg, name=__name__.rsplit(".", 1)[-1])
+    return wae.build(cfg, name=__name__.rsplit(".", 1)[-1])
 
 
 __all__ = ["Config", "DEFAULT_ENGINE", "build", "example_data"]

@@ -72,10 +72,13 @@ class Model(PyroModule):
         check_x(x, self.cfg.x_dim, self.cfg.likelihood)
 
 
-def build(cfg: Config = Config()) -> Autoencoder:
-    """A VAE with the encoder ``D_x -> hidden_dims -> 2 D_z`` and the mirrored decoder."""
+def build(cfg: Config = Config(), name: str = __name__.rsplit(".", 1)[-1]) -> Autoencoder:
+    """A VAE with the encoder ``D_x -> hidden_dims -> 2 D_z`` and the mirrored decoder.
+
+    ``name`` is the registry key; zoo entries built on this pair (``info_vae``) pass their own.
+    """
     encoder = MLP(cfg.x_dim, cfg.hidden_dims, 2 * cfg.z_dim, cfg.activation)
-    return Autoencoder(Model(cfg), AmortizedNormal("z", encoder), cfg, name=__name__.rsplit(".", 1)[-1])
+    return Autoencoder(Model(cfg), AmortizedNormal("z", encoder), cfg, name=name)
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor]:

@@ -38,10 +38,13 @@ class Config(vae.Config):
     z_dim: int = 8
 
 
-def build(cfg: Config = Config()) -> Autoencoder:
-    """The VAE's model with the deterministic encoder ``D_x -> hidden_dims -> D_z``."""
+def build(cfg: Config = Config(), name: str = __name__.rsplit(".", 1)[-1]) -> Autoencoder:
+    """The VAE's model with the deterministic encoder ``D_x -> hidden_dims -> D_z``.
+
+    ``name`` is the registry key; zoo entries built on this pair (``swae``) pass their own.
+    """
     encoder = MLP(cfg.x_dim, cfg.hidden_dims, cfg.z_dim, cfg.activation)
-    return Autoencoder(vae.Model(cfg), AmortizedDelta("z", encoder), cfg, name=__name__.rsplit(".", 1)[-1])
+    return Autoencoder(vae.Model(cfg), AmortizedDelta("z", encoder), cfg, name=name)
 
 
 __all__ = ["Config", "DEFAULT_ENGINE", "build", "example_data"]
