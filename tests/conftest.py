@@ -18,9 +18,11 @@ SMALL_CONFIGS: dict[str, dict] = {
     **{name: _SMALL_VAE for name in ("vae", "info_vae", "wae", "swae")},
     "linear_gaussian": {"x_dim": 4, "z_dim": 2},
     "gmvae": {**_SMALL_VAE, "num_components": 3},
+    "bayesian_ae": {"x_dim": 12, "z_dim": 2, "hidden_dims": (4,)},
 }
-# Engine settings for one quick epoch; only fields an engine has are applied.
-SMALL_ENGINE = {"epochs": 1, "batch_size": 8, "lr": 1e-2, "progress": False}
+# Engine settings for one quick epoch (or a few MCMC draws); only fields an engine has are applied.
+SMALL_ENGINE = {"epochs": 1, "batch_size": 8, "lr": 1e-2, "progress": False,
+                "num_samples": 6, "warmup_steps": 6, "num_chains": 2, "max_tree_depth": 3, "num_steps": 3}
 
 
 def pytest_configure(config: pytest.Config) -> None:

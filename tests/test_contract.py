@@ -18,6 +18,7 @@ import aezoo.inference
 import aezoo.models
 from aezoo.core import Autoencoder, FitResult, load, save
 from aezoo.inference import ENGINES
+from aezoo.inference.mcmc import McmcEngine
 from aezoo.models import MODELS
 
 MATRIX = [pytest.param(m, e, id=f"{m}-{e}") for m, e in itertools.product(sorted(MODELS), sorted(ENGINES))]
@@ -53,7 +54,8 @@ def traces(ae: Autoencoder, x: torch.Tensor, num_data: int | None = None):
 
 
 def sample_sites(tr) -> dict:
-    return {n: s for n, s in tr.nodes.items() if s["type"] == "sample"}
+    """Sample sites, without an autoguide's auxiliary (unconstrained) ones."""
+    return {n: s for n, s in tr.nodes.items() if s["type"] == "sample" and not s["infer"].get("is_auxiliary")}
 
 
 def seeded_loss(engine, ae: Autoencoder, x: torch.Tensor, num_data: int, seed: int = 1) -> torch.Tensor:
@@ -94,6 +96,10 @@ def test_model_module_exports(model_name, tiny):
 # -- model and guide agree ----------------------------------------------------------------------
 
 
+def in_data_plate(site: dict) -> bool:
+    return any(f.name == "data" for f in site["cond_indep_stack"])
+
+
 @each_model
 def test_site_names_and_shapes(model_name, tiny):
     ae, (x, *_) = tiny(model_name, n=6)
@@ -101,17 +107,22 @@ def test_site_names_and_shapes(model_name, tiny):
     sites = sample_sites(model_tr)
     observed = {n for n, s in sites.items() if s["is_observed"]}
     latent = set(sites) - observed
+    local = {n for n in latent if in_data_plate(sites[n])}  # the rest are global (e.g. Bayesian weights)
     assert observed and all(n.startswith("x") for n in observed)
-    assert latent and all(n.startswith("z") for n in latent)
+    assert latent and all(n.startswith("z") for n in local)
     assert latent == set(sample_sites(guide_tr)), "model and guide must sample the same latents"
     assert sites["x"]["value"].shape == x.shape
     z_dim = getattr(ae.config, "z_dim", None)
-    for name in latent:
+    for name in local:
         assert sites[name]["value"].shape[0] == len(x)
         if z_dim is not None and name == "z":
             assert sites[name]["value"].shape == (len(x), z_dim)
-    for site in [*sites.values(), *sample_sites(guide_tr).values()]:
-        assert site["fn"].batch_shape[-1:] == (len(x),), "every site lives in the 'data' plate"
+    for name in observed | local:
+        for site in (sites[name], sample_sites(guide_tr).get(name)):
+            if site is not None:
+                assert site["fn"].batch_shape[-1:] == (len(x),), "observed and local sites live in the 'data' plate"
+    for name in latent - local:
+        assert not in_data_plate(sample_sites(guide_tr)[name]), "a global latent is global in the guide too"
 
 
 @each_model
@@ -122,7 +133,7 @@ def test_model_and_guide_scale_a_minibatch_alike(model_name, tiny):
     guide_tr, model_tr = traces(ae, x, num_data=num_data)
     for tr in (guide_tr, model_tr):
         for name, site in sample_sites(tr).items():
-            assert site["scale"] == num_data / len(x), name
+            assert site["scale"] == (num_data / len(x) if in_data_plate(site) else 1.0), name
 
 
 # -- fitting -------------------------------------------------------------------------------------
@@ -134,6 +145,15 @@ def test_one_epoch_fits(model_name, engine_name, tiny, engine):
     eng = engine(engine_name)
     result = eng.fit(ae, *data)
     assert isinstance(result, FitResult)
+    if isinstance(eng, McmcEngine):  # draws (C, S, *site_shape) of every latent site, no losses
+        _, model_tr = traces(ae, data[0])
+        latent = {n: s for n, s in sample_sites(model_tr).items() if not s["is_observed"]}
+        assert result.losses.numel() == 0 and set(result.samples) == set(latent)
+        for name, site in latent.items():
+            assert result.samples[name].shape == (eng.num_chains, eng.num_samples, *site["value"].shape), name
+            assert torch.isfinite(result.samples[name]).all()
+        assert result.stats["train_seconds"].shape == (eng.num_chains,)
+        return
     assert result.losses.shape == (eng.epochs,)
     assert torch.isfinite(result.losses).all()
 
@@ -141,29 +161,53 @@ def test_one_epoch_fits(model_name, engine_name, tiny, engine):
 @matrix
 def test_every_parameter_changes(model_name, engine_name, tiny, engine):
     # Trap 2: a module whose parameters never reach the loss silently does not train.
+    # MCMC engines sample latent sites only: they must leave every network weight untouched.
     ae, data = tiny(model_name)
     before = {n: p.detach().clone() for n, p in ae.named_parameters() if p.requires_grad}
     assert before
-    engine(engine_name).fit(ae, *data)
+    eng = engine(engine_name)
+    eng.fit(ae, *data)
     after = dict(ae.named_parameters())
     unchanged = [n for n, p in before.items() if torch.equal(p, after[n].detach())]
-    assert not unchanged
+    if isinstance(eng, McmcEngine):
+        assert unchanged == list(before)
+        assert all(p.grad is None for p in ae.parameters())
+    else:
+        assert not unchanged
 
 
 @matrix
 def test_loss_is_per_datum_whatever_num_data(model_name, engine_name, tiny, engine):
     # With num_data = N the minibatch is scaled by N / B; the loss is per datum, so it must not
     # move with N (it does when model and guide disagree on the plate scale).
+    # With global latents (Bayesian weights) the per-datum loss is A + G / N: their KL is paid
+    # once per data set; then the loss must be affine in 1 / N with the same slope everywhere.
     ae, (x, *_) = tiny(model_name, n=8)
     eng = engine(engine_name)
     small, large = seeded_loss(eng, ae, x, num_data=len(x)), seeded_loss(eng, ae, x, num_data=1000)
     assert torch.isfinite(large)
-    torch.testing.assert_close(large, small, rtol=1e-5, atol=1e-6)
+    _, model_tr = traces(ae, x)
+    if all(in_data_plate(s) for s in sample_sites(model_tr).values()):
+        torch.testing.assert_close(large, small, rtol=1e-5, atol=1e-6)
+        return
+    middle = seeded_loss(eng, ae, x, num_data=100)
+    slope = (small - large) / (1 / len(x) - 1 / 1000)
+    torch.testing.assert_close((middle - large) / (1 / 100 - 1 / 1000), slope, rtol=1e-4, atol=1e-4)
+    assert slope > 0  # the KL of the global latents
 
 
 @matrix
 def test_resume_continues_the_same_run(model_name, engine_name, tiny, engine, tmp_path):
     ckpt = tmp_path / "fit.pt"
+    if isinstance(engine(engine_name), McmcEngine):  # the chains finished before are kept
+        ae, data = tiny(model_name, n=10)
+        first = engine(engine_name, num_chains=1).fit(ae, *data, checkpoint=ckpt)
+        resumed = engine(engine_name, num_chains=2).fit(ae, *data, checkpoint=ckpt)
+        at_once = engine(engine_name, num_chains=2).fit(ae, *data)
+        for name, draws in at_once.samples.items():
+            assert torch.equal(resumed.samples[name][:1], first.samples[name]), name
+            assert torch.equal(resumed.samples[name], draws), name
+        return
     ae, data = tiny(model_name, n=24)
     first = engine(engine_name, epochs=2).fit(ae, *data, checkpoint=ckpt)
     other, _ = tiny(model_name, n=24, seed=5)  # a fresh process: different weights until resumed

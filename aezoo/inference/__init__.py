@@ -2,10 +2,10 @@
 
 from types import ModuleType
 
-from aezoo.inference import iwae, rws, svi
+from aezoo.inference import hmc, iwae, nuts, rws, sghmc, svi
 from aezoo.inference.loop import GradientEngine
 
-_MODULES: list[ModuleType] = [svi, iwae, rws]
+_MODULES: list[ModuleType] = [svi, iwae, rws, hmc, nuts, sghmc]
 
 ENGINES: dict[str, type] = {m.__name__.rsplit(".", 1)[-1]: m.ENGINE for m in _MODULES}
 

@@ -183,5 +183,6 @@ def check_weights_exist(ae: Autoencoder, engine: str, *batch: Tensor) -> dict[st
         try:
             data_dim(name, site)
         except ValueError as err:
-            raise ValueError(f"{engine} supports local latents only (per-datum importance weights): {err}") from err
+            raise ValueError(f"the {engine} engine does not apply to {ae.name}: it supports local latents only "
+                             f"(per-datum importance weights; use svi for global latents): {err}") from err
     return sites

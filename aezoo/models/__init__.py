@@ -8,9 +8,9 @@ the objective ``aezoo fit`` uses when no ``--engine`` is given (otherwise ``svi`
 
 from types import ModuleType
 
-from aezoo.models import gmvae, info_vae, linear_gaussian, swae, vae, wae
+from aezoo.models import bayesian_ae, gmvae, info_vae, linear_gaussian, swae, vae, wae
 
-_MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae]
+_MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae, bayesian_ae]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 

@@ -1,0 +1,185 @@
+"""Hamiltonian Monte Carlo over the latent sites of any Pyro model, with a Pyro or NumPyro backend.
+
+``hmc`` runs a fixed number of leapfrog steps per draw [1]; :mod:`aezoo.inference.nuts` adds the
+No-U-Turn sampler [2]. Both adapt the step size (dual averaging, towards ``target_accept``) and a
+diagonal or dense mass matrix during warm-up, run ``num_chains`` chains one after another and
+return per-draw ``diverging``, ``accept_prob``, ``step_size`` (and ``num_steps``, ``energy`` with
+NumPyro) ``(C, S)`` statistics; see :mod:`aezoo.inference.mcmc` for the shared contract. Network
+parameters stay fixed: the posterior is over ``pyro.sample`` sites only (Bayesian weights declared
+with ``PyroSample``, global hyper-parameters, or the local ``z`` of a handful of data points, the
+gold standard that measures a guide's amortization gap).
+
+Backends (``backend``):
+
+* ``pyro``: Pyro's ``HMC``/``NUTS`` kernels [4], stepped one draw at a time.
+* ``numpyro``: NumPyro's kernels [3] (the tree building is compiled by XLA) on the same Pyro
+  model: the potential energy and its gradient are Pyro's (``initialize_model``), handed to
+  JAX through ``jax.pure_callback``, so any Pyro model works unchanged. The measured trade-off
+  is in ``benchmarks/mcmc_speed.py``.
+
+References:
+    1. MCMC using Hamiltonian dynamics, Neal, arXiv:1206.1901.
+    2. The No-U-Turn Sampler, Hoffman & Gelman, arXiv:1111.4246.
+    3. Composable Effects for Flexible and Accelerated Probabilistic Programming in NumPyro,
+       Phan, Pradhan & Jankowiak, arXiv:1912.11554.
+    4. Pyro: Deep Universal Probabilistic Programming, Bingham et al., arXiv:1810.09538.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pyro.infer.mcmc as pyro_mcmc
+import torch
+from pyro.infer.mcmc.util import initialize_model
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from aezoo.inference.mcmc import Draws, McmcEngine
+
+BACKENDS = ("pyro", "numpyro")
+
+
+@dataclass(frozen=True)
+class HMC(McmcEngine):
+    """Hamiltonian Monte Carlo with ``num_steps`` leapfrog steps per draw.
+
+    Attributes:
+        step_size: initial leapfrog step size (adapted during warm-up when ``adapt_step_size``).
+        num_steps: leapfrog steps per draw (NUTS chooses its own).
+        adapt_step_size: dual-averaging step-size adaptation during warm-up.
+        adapt_mass_matrix: estimate the mass matrix from warm-up draws.
+        dense_mass: a dense (full) mass matrix instead of a diagonal one.
+        target_accept: target mean acceptance probability of the adaptation.
+        backend: ``"pyro"`` or ``"numpyro"`` (module docstring).
+    """
+
+    step_size: float = 0.1
+    num_steps: int = 10
+    adapt_step_size: bool = True
+    adapt_mass_matrix: bool = True
+    dense_mass: bool = False
+    target_accept: float = 0.8
+    backend: str = "pyro"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r}; choose one of {BACKENDS}")
+
+    def pyro_kernel(self, model: Callable) -> pyro_mcmc.HMC:
+        return pyro_mcmc.HMC(model, num_steps=self.num_steps, **self._pyro_args())
+
+    def numpyro_kernel(self, potential_fn: Callable):
+        import numpyro.infer
+
+        return numpyro.infer.HMC(potential_fn=potential_fn, num_steps=self.num_steps, **self._numpyro_args())
+
+    def _pyro_args(self) -> dict:
+        return dict(step_size=self.step_size, adapt_step_size=self.adapt_step_size, target_accept_prob=self.target_accept,
+                    adapt_mass_matrix=self.adapt_mass_matrix, full_mass=self.dense_mass)
+
+    def _numpyro_args(self) -> dict:
+        return dict(step_size=self.step_size, adapt_step_size=self.adapt_step_size, target_accept_prob=self.target_accept,
+                    adapt_mass_matrix=self.adapt_mass_matrix, dense_mass=self.dense_mass)
+
+    def run_chain(self, model, data, chain, checkpoint, resume) -> tuple[Draws, Draws]:
+        run = _pyro_chain if self.backend == "pyro" else _numpyro_chain
+        return run(self, model, data, chain)
+
+
+def _pyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain: int) -> tuple[Draws, Draws]:
+    """One chain with Pyro's kernel, reading per-draw statistics from the kernel's counters."""
+    kernel = engine.pyro_kernel(model)
+    kernel.setup(engine.warmup_steps, *data)
+    params = kernel.initial_params
+    draws: dict[str, list[Tensor]] = {name: [] for name in params}
+    stats: dict[str, list[float]] = {"diverging": [], "accept_prob": [], "step_size": []}
+    total = engine.warmup_steps + engine.num_samples
+    bar = tqdm(range(total), desc=f"chain {chain}", disable=not engine.progress, leave=False)
+    for t in bar:
+        divergences, mean_accept = len(kernel._divergences), kernel._mean_accept_prob
+        params = kernel.sample(params)
+        if t < engine.warmup_steps:
+            continue
+        n = t - engine.warmup_steps + 1  # Pyro keeps the running mean of accept_prob over n draws
+        stats["accept_prob"].append(n * kernel._mean_accept_prob - (n - 1) * mean_accept)
+        stats["diverging"].append(len(kernel._divergences) > divergences)
+        stats["step_size"].append(float(kernel.step_size))
+        for name, value in params.items():
+            draws[name].append(value.detach().clone())
+        if t % 20 == 0:
+            bar.set_postfix({k: v for k, v in kernel.logging().items()}, refresh=False)
+    constrained = {name: kernel.transforms[name].inv(torch.stack(v)) if name in kernel.transforms else torch.stack(v)
+                   for name, v in draws.items()}
+    kernel.cleanup()
+    return constrained, {k: torch.tensor(v) for k, v in stats.items()}
+
+
+class _TorchPotential:
+    """Pyro's potential energy of ``model(*data)`` as a function of one flat unconstrained vector."""
+
+    def __init__(self, model: Callable, data: tuple[Tensor, ...]) -> None:
+        init, self.potential_fn, self.transforms, _ = initialize_model(model, model_args=data)
+        self.names = list(init)
+        self.shapes = [init[n].shape for n in self.names]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.dtype = init[self.names[0]].dtype
+        self.init = torch.cat([init[n].reshape(-1) for n in self.names]).detach().numpy().astype(np.float32)
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        lead = flat.shape[:-1]
+        return {n: v.reshape(lead + s) for n, v, s in zip(self.names, flat.split(self.sizes, -1), self.shapes)}
+
+    def value_and_grad(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        z = torch.tensor(np.asarray(flat), dtype=self.dtype, requires_grad=True)
+        with torch.enable_grad():
+            energy = self.potential_fn(self.unflatten(z))
+            (grad,) = torch.autograd.grad(energy, z)
+        return np.float32(energy.item()), grad.numpy().astype(np.float32)
+
+
+def _jax_potential(torch_potential: _TorchPotential) -> Callable:
+    """A JAX-differentiable potential that calls Pyro through ``jax.pure_callback``."""
+    import jax
+    import jax.numpy as jnp
+
+    shapes = (jax.ShapeDtypeStruct((), jnp.float32), jax.ShapeDtypeStruct(torch_potential.init.shape, jnp.float32))
+
+    def both(z):
+        return jax.pure_callback(torch_potential.value_and_grad, shapes, z)
+
+    @jax.custom_vjp
+    def potential(z):
+        return both(z)[0]
+
+    def forward(z):
+        value, grad = both(z)
+        return value, grad
+
+    potential.defvjp(forward, lambda grad, g: (g * grad,))
+    return potential
+
+
+def _numpyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain: int) -> tuple[Draws, Draws]:
+    """One chain with NumPyro's kernel on Pyro's potential; seeded by ``seed + chain``."""
+    import jax
+    import numpyro.infer
+
+    torch_potential = _TorchPotential(model, data)
+    kernel = engine.numpyro_kernel(_jax_potential(torch_potential))
+    mcmc = numpyro.infer.MCMC(kernel, num_warmup=engine.warmup_steps, num_samples=engine.num_samples,
+                              num_chains=1, progress_bar=engine.progress)
+    fields = ("diverging", "accept_prob", "num_steps", "adapt_state.step_size", "energy")
+    mcmc.run(jax.random.PRNGKey(engine.seed + chain), init_params=torch_potential.init, extra_fields=fields)
+    flat = torch.tensor(np.array(mcmc.get_samples()), dtype=torch_potential.dtype)
+    unconstrained = torch_potential.unflatten(flat)
+    draws = {n: torch_potential.transforms[n].inv(v) if n in torch_potential.transforms else v
+             for n, v in unconstrained.items()}
+    extra = mcmc.get_extra_fields()
+    stats = {name.rsplit(".", 1)[-1]: torch.tensor(np.array(extra[name])) for name in fields}
+    return draws, stats
+
+
+ENGINE = HMC
