@@ -31,13 +31,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import pyro
 import pyro.infer.mcmc as pyro_mcmc
 import torch
 from pyro.infer.mcmc.util import initialize_model
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from aezoo.inference.mcmc import Draws, McmcEngine
+from aezoo.inference.mcmc import Draws, FlatSpace, McmcEngine
 
 BACKENDS = ("pyro", "numpyro")
 
@@ -54,6 +55,8 @@ class HMC(McmcEngine):
         dense_mass: a dense (full) mass matrix instead of a diagonal one.
         target_accept: target mean acceptance probability of the adaptation.
         backend: ``"pyro"`` or ``"numpyro"`` (module docstring).
+        jit_compile: with the Pyro backend, compile the potential with ``torch.jit.trace`` (Pyro's
+            option; deprecated by PyTorch, so off by default; measured in ``benchmarks/mcmc_speed.py``).
     """
 
     step_size: float = 0.1
@@ -63,6 +66,7 @@ class HMC(McmcEngine):
     dense_mass: bool = False
     target_accept: float = 0.8
     backend: str = "pyro"
+    jit_compile: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -77,12 +81,14 @@ class HMC(McmcEngine):
         return numpyro.infer.HMC(potential_fn=potential_fn, num_steps=self.num_steps, **self._numpyro_args())
 
     def _pyro_args(self) -> dict:
-        return dict(step_size=self.step_size, adapt_step_size=self.adapt_step_size, target_accept_prob=self.target_accept,
-                    adapt_mass_matrix=self.adapt_mass_matrix, full_mass=self.dense_mass)
+        return dict(step_size=self.step_size, adapt_step_size=self.adapt_step_size,
+                    target_accept_prob=self.target_accept, adapt_mass_matrix=self.adapt_mass_matrix,
+                    full_mass=self.dense_mass, jit_compile=self.jit_compile, ignore_jit_warnings=True)
 
     def _numpyro_args(self) -> dict:
-        return dict(step_size=self.step_size, adapt_step_size=self.adapt_step_size, target_accept_prob=self.target_accept,
-                    adapt_mass_matrix=self.adapt_mass_matrix, dense_mass=self.dense_mass)
+        return dict(step_size=self.step_size, adapt_step_size=self.adapt_step_size,
+                    target_accept_prob=self.target_accept, adapt_mass_matrix=self.adapt_mass_matrix,
+                    dense_mass=self.dense_mass)
 
     def run_chain(self, model, data, chain, checkpoint, resume) -> tuple[Draws, Draws]:
         run = _pyro_chain if self.backend == "pyro" else _numpyro_chain
@@ -121,22 +127,20 @@ class _TorchPotential:
     """Pyro's potential energy of ``model(*data)`` as a function of one flat unconstrained vector."""
 
     def __init__(self, model: Callable, data: tuple[Tensor, ...]) -> None:
-        init, self.potential_fn, self.transforms, _ = initialize_model(model, model_args=data)
-        self.names = list(init)
-        self.shapes = [init[n].shape for n in self.names]
-        self.sizes = [int(np.prod(s)) for s in self.shapes]
-        self.dtype = init[self.names[0]].dtype
-        self.init = torch.cat([init[n].reshape(-1) for n in self.names]).detach().numpy().astype(np.float32)
-
-    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
-        lead = flat.shape[:-1]
-        return {n: v.reshape(lead + s) for n, v, s in zip(self.names, flat.split(self.sizes, -1), self.shapes)}
+        init, self.potential_fn, transforms, _ = initialize_model(model, model_args=data)
+        self.space = FlatSpace(init, transforms)
+        self.dtype = init[self.space.names[0]].dtype
+        self.init = self.space.flatten(init).detach().numpy().astype(np.float32)
 
     def value_and_grad(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Energy and gradient; an invalid point (e.g. a scale underflowing to 0) has infinite energy,
+        which NumPyro counts as a divergence, as Pyro's kernels do without validation."""
         z = torch.tensor(np.asarray(flat), dtype=self.dtype, requires_grad=True)
-        with torch.enable_grad():
-            energy = self.potential_fn(self.unflatten(z))
+        with torch.enable_grad(), pyro.validation_enabled(False):
+            energy = self.potential_fn(self.space.unflatten(z))
             (grad,) = torch.autograd.grad(energy, z)
+        if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
+            return np.float32(np.inf), np.zeros_like(flat, dtype=np.float32)
         return np.float32(energy.item()), grad.numpy().astype(np.float32)
 
 
@@ -174,9 +178,7 @@ def _numpyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain
     fields = ("diverging", "accept_prob", "num_steps", "adapt_state.step_size", "energy")
     mcmc.run(jax.random.PRNGKey(engine.seed + chain), init_params=torch_potential.init, extra_fields=fields)
     flat = torch.tensor(np.array(mcmc.get_samples()), dtype=torch_potential.dtype)
-    unconstrained = torch_potential.unflatten(flat)
-    draws = {n: torch_potential.transforms[n].inv(v) if n in torch_potential.transforms else v
-             for n, v in unconstrained.items()}
+    draws = torch_potential.space.constrained(flat)
     extra = mcmc.get_extra_fields()
     stats = {name.rsplit(".", 1)[-1]: torch.tensor(np.array(extra[name])) for name in fields}
     return draws, stats

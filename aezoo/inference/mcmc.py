@@ -17,6 +17,7 @@ statistics where the kernel has them (``diverging``, ``accept_prob``, ``step_siz
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,33 @@ class McmcEngine:
         stats = {k: torch.stack([ch["stats"][k] for ch in chains]) for k in chains[0]["stats"]}
         stats["train_seconds"] = torch.tensor([ch["seconds"] for ch in chains])
         return FitResult(losses=torch.zeros(0), samples=samples, stats=stats)
+
+
+class FlatSpace:
+    """The latent sites as one flat unconstrained vector ``(D,)``, and the way back to each site.
+
+    Args:
+        init: site -> unconstrained value (e.g. from Pyro's ``initialize_model``).
+        transforms: site -> transform from the site's support to the real line (Pyro's).
+    """
+
+    def __init__(self, init: dict[str, Tensor], transforms: dict) -> None:
+        self.names = list(init)
+        self.shapes = [init[k].shape for k in self.names]
+        self.sizes = [int(math.prod(s)) for s in self.shapes]
+        self.transforms = transforms
+
+    def flatten(self, values: dict[str, Tensor]) -> Tensor:
+        return torch.cat([values[k].reshape(-1) for k in self.names])
+
+    def unflatten(self, flat: Tensor) -> dict[str, Tensor]:
+        """Site -> unconstrained values for ``flat`` ``(..., D)``."""
+        lead = flat.shape[:-1]
+        return {k: v.reshape(lead + s) for k, v, s in zip(self.names, flat.split(self.sizes, -1), self.shapes)}
+
+    def constrained(self, flat: Tensor) -> dict[str, Tensor]:
+        """Site -> constrained values for unconstrained ``flat`` ``(..., D)``."""
+        return {k: self.transforms[k].inv(u) if k in self.transforms else u for k, u in self.unflatten(flat).items()}
 
 
 def flatten_draws(samples: dict[str, Tensor]) -> dict[str, Tensor]:
