@@ -85,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as err:
         print(f"aezoo: error: {err}", file=sys.stderr)
         return 2
-    if metrics.get("test_log_likelihood") is None and "test_reconstruction" in metrics:  # deterministic guide
+    if "num_draws" in metrics:  # MCMC
+        if metrics.get("test_log_predictive") is not None:
+            print(f"test posterior predictive log p(x | data): {metrics['test_log_predictive']:.3f} nats per datum")
+        r_hat, ess = metrics["r_hat_max"], metrics["ess_bulk_min"]
+        print(f"MCMC: {metrics['num_chains']} chains x {metrics['num_draws']} draws, R-hat max "
+              f"{'n/a (one chain)' if r_hat is None else f'{r_hat:.3f}'}, min bulk ESS "
+              f"{'n/a' if ess is None else f'{ess:.0f}'}")
+    elif metrics.get("test_log_likelihood") is None and "test_reconstruction" in metrics:  # deterministic guide
         print(f"test reconstruction log p(x | encoder(x)): {metrics['test_reconstruction']:.3f} nats per datum "
               f"({metrics['note']})")
     else:

@@ -17,6 +17,9 @@ FIGURES = {
                             "information.",
     "latent_space.png": "Guide means of test data in 2-D (PCA when D_z > 2), coloured by label.",
     "latent_traversal.png": "Decoded mean code with one of the most active units moved from -3 to 3.",
+    "trace.png": "MCMC draws of the first coordinates of each site: per-chain densities and traces.",
+    "rank.png": "Rank plots of the MCMC draws: near-uniform histograms when the chains mix (Vehtari et al., "
+                "arXiv:1903.08008).",
     "khat.png": "Pareto k-hat of each datum's importance weights; above 0.7 the IS estimate is unreliable "
                 "(Yao et al., arXiv:1802.02538).",
 }
@@ -26,20 +29,10 @@ def write(run_dir: str | Path, metrics: dict[str, Any], diagnostics: dict[str, A
     """Write ``run_dir/report.html`` and return its path; figures missing from the folder are skipped."""
     run_dir = Path(run_dir)
     title = f"aezoo run: {metrics['model']} / {metrics['engine']} / {metrics['data']}"
-    sections = [
-        ("Metrics", "Log-likelihoods are in nats per datum; <code>test_log_likelihood</code> is the importance-"
-                    "sampled estimate with <code>num_particles</code> samples (Burda et al., arXiv:1509.00519)."
-                    + _khat_warning(diagnostics), _table(metrics)),
-        ("Bounds against k", f"On the first {diagnostics['subsample']} test points.",
-         _table({f"IWAE_{k}": f"{v['mean']:.3f} ± {v['mcse']:.3f}" for k, v in diagnostics["bounds"].items()})),
-        ("ELBO decomposition", "", _table(diagnostics["elbo_decomposition"])),
-        ("Latent diagnostics", "Active units: Var_x E_q[z_u | x] above the threshold; collapsed units are "
-                               "inactive with KL below the threshold.", _table(_latent(diagnostics["latent"]))),
-        ("Guide quality", "", _table({k: v for k, v in diagnostics["guide_quality"].items() if k != "khat"})),
-        ("Posterior predictive checks", "p-value: share of replicated data sets whose statistic is at least the "
-                                        "observed one; values near 0 or 1 flag misfit.",
-         _table(_checks(diagnostics["predictive_checks"]))),
-    ]
+    sections = _mcmc_sections(diagnostics) if "mcmc" in diagnostics else _guide_sections(diagnostics)
+    sections.insert(0, ("Metrics", "Log-likelihoods are in nats per datum; <code>test_log_likelihood</code> is the "
+                                   "importance-sampled estimate with <code>num_particles</code> samples (Burda et al., "
+                                   "arXiv:1509.00519)." + _khat_warning(diagnostics), _table(metrics)))
     body = "".join(f"<h2>{name}</h2><p>{note}</p>{content}" for name, note, content in sections)
     figures = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{_base64(run_dir / name)}">'
@@ -62,8 +55,35 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}figure{{margin:1.5em 0}}</sty
     return path
 
 
+def _guide_sections(diagnostics: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        ("Bounds against k", f"On the first {diagnostics['subsample']} test points.",
+         _table({f"IWAE_{k}": f"{v['mean']:.3f} ± {v['mcse']:.3f}" for k, v in diagnostics["bounds"].items()})),
+        ("ELBO decomposition", "", _table(diagnostics["elbo_decomposition"])),
+        ("Latent diagnostics", "Active units: Var_x E_q[z_u | x] above the threshold; collapsed units are "
+                               "inactive with KL below the threshold.", _table(_latent(diagnostics["latent"]))),
+        ("Guide quality", "", _table({k: v for k, v in diagnostics["guide_quality"].items() if k != "khat"})),
+        ("Posterior predictive checks", "p-value: share of replicated data sets whose statistic is at least the "
+                                        "observed one; values near 0 or 1 flag misfit.",
+         _table(_checks(diagnostics["predictive_checks"]))),
+    ]
+
+
+def _mcmc_sections(diagnostics: dict[str, Any]) -> list[tuple[str, str, str]]:
+    mcmc = {k: v for k, v in diagnostics["mcmc"].items() if k != "sites"}
+    sections = [("MCMC convergence", "Rank-normalised split R-hat (at most 1.01), bulk and tail ESS (at least 100 per "
+                                     "chain) and divergences (Vehtari et al., arXiv:1903.08008); per site:",
+                 _table(mcmc) + _table({f"{name}: {k}": v for name, site in diagnostics["mcmc"]["sites"].items()
+                                        for k, v in site.items()}))]
+    if "prediction" in diagnostics:
+        sections.append(("Posterior predictive", f"On the first {diagnostics['subsample']} test points: log of the "
+                                                  "average over draws of p(x | draw), squared error of the mean.",
+                         _table(diagnostics["prediction"])))
+    return sections
+
+
 def _khat_warning(diagnostics: dict[str, Any]) -> str:
-    share = diagnostics["guide_quality"].get("share_above")
+    share = diagnostics.get("guide_quality", {}).get("share_above")
     if share is None or share <= 0.1:
         return ""
     return (f" <strong>Caution:</strong> {100 * share:.0f}% of the checked test points have Pareto k-hat above 0.7, "

@@ -4,6 +4,12 @@ A run folder holds ``config.json`` (model, engine, data, seed, package versions)
 ``checkpoint.pt``, ``losses.csv``, ``metrics.json``, ``reconstructions.png``, ``samples.png``,
 ``loss.png`` and ``report.html``. Fitting into a folder that already holds the same config
 resumes from its last checkpoint; a different config is refused.
+
+With an MCMC engine (``nuts``, ``hmc``, ``sghmc``) the folder also holds ``posterior_samples.pt``
+(draws and per-draw statistics) and the engine's chain checkpoint ``mcmc_checkpoint.pt``;
+``checkpoint.pt`` keeps the (unchanged) network parameters. MCMC runs from the command line are
+for models whose latents are all global (``bayesian_ae``): sampling the local ``z`` of every
+training point is a Python-API task on a handful of points (tutorial 04).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from aezoo import plots, report
 from aezoo.core import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    atomic_torch_save,
     config_from_dict,
     config_to_dict,
     config_with,
@@ -33,7 +40,10 @@ from aezoo.core import (
 )
 from aezoo.diagnostics import generate, reconstruct, suite
 from aezoo.inference import ENGINES
+from aezoo.inference.mcmc import McmcEngine, latent_sites
 from aezoo.models import MODELS
+
+SAMPLES_FILE = "posterior_samples.pt"
 
 
 def versions() -> dict[str, str]:
@@ -110,6 +120,10 @@ def fit(
     if "x_dim" not in model_sets and hasattr(model_cfg, "x_dim"):  # the data decide D_x unless set
         model_cfg = dataclasses.replace(model_cfg, x_dim=dataset.train.shape[-1])
     fields = {k: v for k, v in engine_fields.items() if v is not None}
+    known = {f.name for f in dataclasses.fields(ENGINES[engine])}
+    if set(fields) - known:
+        raise ValueError(f"the {engine} engine has no {', '.join(sorted(set(fields) - known))} setting; "
+                         f"its settings: {', '.join(sorted(known))}")
     engine_obj = dataclasses.replace(ENGINES[engine](), **{**defaults, "seed": seed, "progress": progress, **fields})
     engine_obj = config_with(engine_obj, engine_sets, "engine.")
     out = Path(out or f"runs/{model}-{engine}-{data}-seed{seed}")
@@ -125,7 +139,10 @@ def fit(
 
     pyro.set_rng_seed(seed)
     ae = MODELS[model].build(model_cfg).to(device)
-    result = engine_obj.fit(ae, dataset.train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE)
+    if isinstance(engine_obj, McmcEngine):
+        result = _sample(ae, engine_obj, dataset, out)
+    else:
+        result = engine_obj.fit(ae, dataset.train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE)
     with open(out / "losses.csv", "w") as f:
         f.write("epoch,loss_nats_per_datum\n")
         f.writelines(f"{i + 1},{v:.6f}\n" for i, v in enumerate(result.losses.tolist()))
@@ -133,7 +150,25 @@ def fit(
     return out
 
 
-_MAY_CHANGE = {"engine.config.epochs", "eval.num_particles"}
+def _sample(ae, engine: McmcEngine, dataset: datasets.Dataset, out: Path):
+    """Run an MCMC engine on the training data; write ``posterior_samples.pt`` and ``checkpoint.pt``."""
+    device = next(ae.parameters()).device
+    x = dataset.train[:2].to(device)
+    local = sorted(n for n, site in latent_sites(ae.model, x).items()
+                   if any(f.name == "data" for f in site["cond_indep_stack"]))
+    if local:
+        raise ValueError(f"{ae.name} has local latents {local}: MCMC would sample them for every training point. "
+                         "Use an MCMC engine from Python on a handful of points of a trained model (tutorial 04), "
+                         "or a model whose latents are all global (bayesian_ae)")
+    result = engine.fit(ae, dataset.train.to(device), transform=dataset.transform,
+                        checkpoint=out / "mcmc_checkpoint.pt")
+    atomic_torch_save({"samples": result.samples, "stats": result.stats}, out / SAMPLES_FILE)
+    atomic_torch_save({"model": ae.state_dict(), "train_seconds": result.stats["train_seconds"].sum().item()},
+                      out / CHECKPOINT_FILE)
+    return result
+
+
+_MAY_CHANGE = {"engine.config.epochs", "engine.config.num_chains", "eval.num_particles"}
 
 
 def _claim(out: Path, config: dict[str, Any]) -> None:
@@ -195,6 +230,8 @@ def evaluate(
     losses = state.get("losses", torch.zeros(0))
     pyro.set_rng_seed(config["seed"])
     start = time.perf_counter()
+    if (run_dir / SAMPLES_FILE).exists():
+        return _evaluate_mcmc(run_dir, ae, dataset, config, state, start)
     diag = suite.run(ae, dataset.test, run_dir, suite.Config(num_particles=K), dataset.test_labels,
                      dataset.image_shape)
     ll = diag["log_likelihood"]
@@ -233,6 +270,34 @@ def evaluate(
                        "decoder mean at z ~ p(z)")
     if len(losses):
         plots.loss_curve(losses, run_dir / "loss.png", f"{config['engine']['name']} loss")
+    report.write(run_dir, metrics, diag, config)
+    return metrics
+
+
+def _evaluate_mcmc(run_dir: Path, ae, dataset: datasets.Dataset, config: dict[str, Any], state: dict[str, Any],
+                   start: float) -> dict[str, Any]:
+    """:func:`evaluate` for an MCMC run: convergence summary, trace/rank plots, posterior prediction."""
+    posterior = load_checkpoint(run_dir / SAMPLES_FILE)
+    predict = getattr(MODELS[config["model"]["name"]], "predict", None)
+    diag = suite.run_mcmc(ae, posterior["samples"], posterior["stats"], dataset.test, run_dir, predict)
+    mcmc, prediction = diag["mcmc"], diag.get("prediction", {})
+    metrics: dict[str, Any] = {
+        "model": config["model"]["name"], "engine": config["engine"]["name"], "data": config["data"]["name"],
+        "binarize": config["data"]["binarize"], "num_test": prediction.get("num_data"),
+        "test_log_predictive": prediction.get("log_predictive"),
+        "test_log_predictive_se": prediction.get("log_predictive_se"),
+        "test_squared_error": prediction.get("squared_error"),
+        "r_hat_max": mcmc["r_hat_max"], "ess_bulk_min": mcmc["ess_bulk_min"], "ess_tail_min": mcmc["ess_tail_min"],
+        "divergences": mcmc.get("divergences"), "num_chains": mcmc["num_chains"], "num_draws": mcmc["num_draws"],
+        "train_seconds": state.get("train_seconds"), "eval_seconds": time.perf_counter() - start,
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2) + "\n")
+    (run_dir / "diagnostics.json").write_text(json.dumps(_finite(diag), indent=1) + "\n")
+    if predict is not None:
+        shown = dataset.test[:10].to(next(ae.parameters()).device)
+        plots.image_grid([("data", shown), ("reconstruction", predict(ae, posterior["samples"], shown)[0])],
+                         run_dir / "reconstructions.png", dataset.image_shape,
+                         "test data and posterior predictive means")
     report.write(run_dir, metrics, diag, config)
     return metrics
 

@@ -125,9 +125,45 @@ def test_eval_writes_every_diagnostic_and_a_report_with_every_figure(tmp_path):
     assert set(diag["latent"]["kl_per_dimension"]) == {"z"} and len(diag["latent"]["kl_per_dimension"]["z"]) == 4
     assert len(diag["guide_quality"]["khat"]) == 60
     page = (out / "report.html").read_text()
-    for name in FIGURES:
+    for name in set(FIGURES) - {"trace.png", "rank.png"}:  # those two are MCMC runs' figures
         assert (out / name).stat().st_size > 0
         assert f'alt="{name}"' in page
+    assert "MCMC convergence" not in page
     assert (out / "posterior.nc").stat().st_size > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["active_units"]["z"] == sum(v > 0.01 for v in diag["latent"]["activity"]["z"])
+
+
+MCMC_FILES = {"config.json", "checkpoint.pt", "mcmc_checkpoint.pt", "posterior_samples.pt", "metrics.json",
+              "diagnostics.json", "trace.png", "rank.png", "reconstructions.png", "report.html"}
+
+
+def test_mcmc_run_of_a_bayesian_autoencoder_samples_resumes_and_evaluates(tmp_path, capsys):
+    out = tmp_path / "bae"
+    args = ["fit", "bayesian_ae", "--data", "digits", "--train-size", "100", "--test-size", "50", "--out", str(out),
+            "--set", "model.hidden_dims=4", "--set", "engine.warmup_steps=20", "--set", "engine.num_samples=10",
+            "--set", "engine.thin=1", "--set", "engine.batch_size=50", "--no-progress"]
+    assert run(*args, "--set", "engine.num_chains=1") == 0
+    assert MCMC_FILES <= {p.name for p in out.iterdir()}
+    first = torch.load(out / "posterior_samples.pt", weights_only=True)["samples"]
+    assert run(*args, "--set", "engine.num_chains=2") == 0  # resumes: chain 0 is kept, chain 1 is added
+    second = torch.load(out / "posterior_samples.pt", weights_only=True)["samples"]
+    for name, draws in first.items():
+        assert draws.shape[:2] == (1, 10) and second[name].shape[:2] == (2, 10)
+        assert torch.equal(second[name][:1], draws)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["engine"] == "sghmc" and metrics["num_chains"] == 2 and metrics["num_test"] == 50
+    assert metrics["test_log_predictive"] < 0 and metrics["r_hat_max"] >= 1.0
+    assert "test posterior predictive" in capsys.readouterr().out
+    html = (out / "report.html").read_text()
+    assert "MCMC convergence" in html and html.count("data:image/png;base64") == 3
+
+
+def test_mcmc_over_every_training_points_local_latents_is_refused(tmp_path, capsys):
+    assert run("fit", "vae", "--data", "digits", "--engine", "nuts", "--out", str(tmp_path / "v"), "--no-progress") == 2
+    assert "local latents ['z']" in capsys.readouterr().err
+
+
+def test_an_engine_setting_it_does_not_have_is_refused(tmp_path, capsys):
+    assert run("fit", "bayesian_ae", "--data", "digits", "--epochs", "3", "--out", str(tmp_path / "b")) == 2
+    assert "has no epochs setting" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -104,6 +104,42 @@ def run(ae: Autoencoder, x: Tensor, out_dir: str | Path, cfg: Config = Config(),
         "predictive_checks": checks.to_dict(),
         "figures": [p.name for p in figures] + ["posterior.nc"],
     }
+
+
+def run_mcmc(ae: Autoencoder, samples: dict[str, Tensor], stats: dict[str, Tensor], x: Tensor, out_dir: str | Path,
+             predict: Callable | None = None, max_points: int = 1000) -> dict[str, Any]:
+    """The suite for MCMC draws of a model's latent sites: convergence, trace and rank plots, prediction.
+
+    Args:
+        ae: the autoencoder whose ``model`` was sampled.
+        samples, stats: ``FitResult.samples`` (site -> ``(C, S, ...)``) and ``FitResult.stats``.
+        x: test data ``(N, D_x)``; the first ``max_points`` are used for prediction.
+        out_dir: where ``trace.png`` and ``rank.png`` go.
+        predict: the model module's ``predict(ae, samples, x)`` -> ``(mean, variance, log_predictive)``
+            (e.g. :func:`aezoo.models.bayesian_ae.predict`), or None.
+
+    Returns:
+        JSON-ready dict: ``mcmc`` (:func:`aezoo.diagnostics.az.mcmc_summary` without per-coordinate
+        lists), ``prediction`` (posterior predictive log-density and squared error per datum, with
+        standard errors, when ``predict`` is given), ``figures``.
+    """
+    out_dir = Path(out_dir)
+    out: dict[str, Any] = {"mcmc": az.mcmc_summary(samples, stats, per_coordinate=False), "subsample": 0}
+    figures = [az.trace_plot(samples, out_dir / "trace.png", stats), az.rank_plot(samples, out_dir / "rank.png")]
+    if predict is not None:
+        sub = x[:max_points]
+        with evaluating(ae) as device:
+            mean, variance, log_pred = predict(ae, samples, sub.to(device))
+        sq_err = (mean - sub.to(device)).pow(2).sum(-1)
+        n = len(sub)
+        out["subsample"] = n
+        out["prediction"] = {
+            "log_predictive": log_pred.mean().item(), "log_predictive_se": (log_pred.std() / n**0.5).item(),
+            "squared_error": sq_err.mean().item(), "squared_error_se": (sq_err.std() / n**0.5).item(),
+            "predictive_variance": variance.sum(-1).mean().item(), "num_data": n,
+        }
+    out["figures"] = [p.name for p in figures]
+    return out
 
 
 def _guide_sites(ae: Autoencoder, x: Tensor) -> dict[str, Any]:

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import pyro
 import pyro.infer.mcmc as pyro_mcmc
 import torch
 from pyro.infer.mcmc.util import initialize_model
@@ -134,9 +133,9 @@ class _TorchPotential:
 
     def value_and_grad(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Energy and gradient; an invalid point (e.g. a scale underflowing to 0) has infinite energy,
-        which NumPyro counts as a divergence, as Pyro's kernels do without validation."""
+        which NumPyro counts as a divergence (validation is off while chains run, see ``McmcEngine.fit``)."""
         z = torch.tensor(np.asarray(flat), dtype=self.dtype, requires_grad=True)
-        with torch.enable_grad(), pyro.validation_enabled(False):
+        with torch.enable_grad():
             energy = self.potential_fn(self.space.unflatten(z))
             (grad,) = torch.autograd.grad(energy, z)
         if not (torch.isfinite(energy) and torch.isfinite(grad).all()):

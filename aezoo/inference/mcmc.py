@@ -140,7 +140,8 @@ class McmcEngine:
             if resume is None:
                 pyro.set_rng_seed(self.seed + c)
             start = time.perf_counter()
-            draws, stats = self.run_chain(model, data, c, save, resume)
+            with pyro.validation_enabled(False):  # as in Pyro's MCMC: check() above traced with validation on
+                draws, stats = self.run_chain(model, data, c, save, resume)
             seconds = time.perf_counter() - start + (resume or {}).get("seconds", 0.0)
             state["chains"].append({"draws": draws, "stats": stats, "seconds": seconds})
             save(None)
