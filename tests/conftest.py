@@ -14,11 +14,13 @@ from aezoo.models import MODELS
 
 # Tiny sizes for the contract matrix; a model missing here is built from its default Config.
 _SMALL_VAE = {"x_dim": 12, "z_dim": 2, "hidden_dims": (8,)}
+_SMALL_SEQUENCE = {"x_dim": 6, "z_dim": 2, "hidden_dims": (8,), "seq_len": 5}  # data (B, T=5, 6)
 SMALL_CONFIGS: dict[str, dict] = {
     **{name: _SMALL_VAE for name in ("vae", "info_vae", "wae", "swae")},
     "linear_gaussian": {"x_dim": 4, "z_dim": 2},
     "gmvae": {**_SMALL_VAE, "num_components": 3},
     "bayesian_ae": {"x_dim": 12, "z_dim": 2, "hidden_dims": (4,)},
+    **{name: _SMALL_SEQUENCE for name in ("svae", "gp_vae", "markov_gp_vae")},
 }
 # Engine settings for one quick epoch (or a few MCMC draws); only fields an engine has are applied.
 SMALL_ENGINE = {"epochs": 1, "batch_size": 8, "lr": 1e-2, "progress": False,

@@ -6,6 +6,7 @@ import dataclasses
 import importlib
 import itertools
 import pkgutil
+import re
 from pathlib import Path
 
 import pyro
@@ -115,8 +116,8 @@ def test_site_names_and_shapes(model_name, tiny):
     z_dim = getattr(ae.config, "z_dim", None)
     for name in local:
         assert sites[name]["value"].shape[0] == len(x)
-        if z_dim is not None and name == "z":
-            assert sites[name]["value"].shape == (len(x), z_dim)
+        if z_dim is not None and name == "z":  # (B, D_z); sequence data (B, T, D_x) have z (B, T, D_z)
+            assert sites[name]["value"].shape == (*x.shape[:-1], z_dim)
     for name in observed | local:
         for site in (sites[name], sample_sites(guide_tr).get(name)):
             if site is not None:
@@ -241,12 +242,16 @@ def test_save_load_reproduces_the_loss(model_name, engine_name, tiny, engine, tm
 def test_fit_rejects_bad_data(model_name, engine_name, tiny, engine):
     ae, (x, *rest) = tiny(model_name)
     eng = engine(engine_name)
-    narrow = x[:, :-1]
+    narrow = x[..., :-1]  # x is (B, ..., D_x): one feature short, the other axes (e.g. time) kept
     with pytest.raises(ValueError, match="shape") as err:
         eng.fit(ae, narrow, *rest)
-    assert f"(B, {x.shape[1]})" in str(err.value) and str(tuple(narrow.shape)) in str(err.value)
+    # the message states the expected shape, e.g. (B, 12) or (B, T, 12), and the shape it got
+    expected = f"(B, {x.shape[1]})" if x.dim() == 2 else re.compile(rf"\(B, [^()]*\b{x.shape[-1]}\)")
+    message = str(err.value)
+    assert (expected in message if isinstance(expected, str) else expected.search(message)), message
+    assert str(tuple(narrow.shape)) in message
     nan = x.clone()
-    nan[3, 1] = float("nan")
+    nan[(3, *[0] * (x.dim() - 2), 1)] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         eng.fit(ae, nan, *rest)
 

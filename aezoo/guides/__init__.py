@@ -2,5 +2,7 @@
 
 from aezoo.guides.delta import AmortizedDelta, is_deterministic
 from aezoo.guides.normal import AmortizedLinearNormal, AmortizedNormal
+from aezoo.guides.structured import BandedGuide, KalmanGuide
 
-__all__ = ["AmortizedNormal", "AmortizedLinearNormal", "AmortizedDelta", "is_deterministic"]
+__all__ = ["AmortizedNormal", "AmortizedLinearNormal", "AmortizedDelta", "is_deterministic", "KalmanGuide",
+           "BandedGuide"]

@@ -1,0 +1,79 @@
+"""GP-VAE: a Gaussian-process prior over time per latent channel and a banded-precision guide.
+
+Generative story, for each sequence b of the ``"data"`` plate (``T`` frames at unit spacing)::
+
+    z_b[:, d] ~ N(0, K + jitter I)  for each latent channel d   K: (T, T) = k(t, t'); z: (B, T, D_z)
+    x_bt | z_bt ~ p(x | decoder(z_bt)), masked                  x: (B, T, D_x); mask (B, T, D_x) bool
+
+with ``k`` a fixed kernel from :mod:`pyro.contrib.gp.kernels` (``cauchy`` by default, as in [1];
+also ``rbf`` and Matern). The dense kernel matrix makes the prior's cost cubic in ``T``; see
+:mod:`aezoo.models.markov_gp_vae` for the linear-time Markovian version. Missing entries
+(``mask`` False) do not enter the likelihood; the model imputes them by decoding ``z``.
+
+Guide: q(z_b | x_b) = prod_d N(m_d(x_b), (B_d^T B_d)^-1), ``B_d`` upper bidiagonal from a per-frame
+encoder (:class:`aezoo.guides.structured.BandedGuide`), as in [1].
+
+References:
+    1. GP-VAE: Deep Probabilistic Time Series Imputation, Fortuin, Baranchuk, Raetsch & Mandt,
+       arXiv:1907.04155.
+    2. Gaussian Process Prior Variational Autoencoders, Casale, Dalca, Saglietti, Listgarten &
+       Fusi, arXiv:1810.11738.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from aezoo.core import Autoencoder
+from aezoo.guides.structured import BandedGuide
+from aezoo.likelihoods import LIKELIHOODS
+from aezoo.nn import MLP
+from aezoo.sequence import KERNELS, SequenceModel, dense_gp_prior, kernel, sequence_example_data
+
+
+@dataclass(frozen=True)
+class Config:
+    x_dim: int = 16
+    z_dim: int = 2
+    hidden_dims: tuple[int, ...] = (64,)
+    activation: str = "tanh"
+    likelihood: str = "gaussian"  # one of aezoo.likelihoods.LIKELIHOODS
+    kernel: str = "cauchy"  # one of aezoo.sequence.KERNELS
+    lengthscale: float = 2.0  # in frames
+    variance: float = 1.0
+    jitter: float = 1e-3  # added to the kernel matrix's diagonal
+    seq_len: int = 20  # T of example_data only; the model takes any T
+
+    def __post_init__(self) -> None:
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {self.kernel!r}; choose one of {KERNELS}")
+        if not (self.lengthscale > 0 and self.variance > 0 and self.jitter > 0):
+            raise ValueError("lengthscale, variance and jitter must be positive")
+
+
+class Model(SequenceModel):
+    """Dense GP prior over ``z`` per channel and a per-frame MLP decoder; see the module docstring."""
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg.x_dim, cfg.z_dim, cfg.hidden_dims, cfg.activation, cfg.likelihood)
+        self.cfg = cfg
+        self.kernel = kernel(cfg.kernel, cfg.lengthscale, cfg.variance)  # fixed: no trainable parameters
+
+    def z_prior(self, x: Tensor):
+        """``N(0, K + jitter I)`` per channel, event shape ``(T, D_z)``."""
+        return dense_gp_prior(x.shape[-2], self.cfg.z_dim, self.kernel, self.cfg.jitter, like=x)
+
+
+def build(cfg: Config = Config()) -> Autoencoder:
+    """The dense GP model with the banded-precision guide (per-frame encoder ``2 D_x -> 3 D_z``)."""
+    encoder = MLP(2 * cfg.x_dim, cfg.hidden_dims, 3 * cfg.z_dim, cfg.activation)
+    return Autoencoder(Model(cfg), BandedGuide("z", encoder), cfg, name=__name__.rsplit(".", 1)[-1])
+
+
+def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """``(x, mask)``: ``n`` linear-dynamical-system videos ``(n, seq_len, D_x)`` (:func:`aezoo.data.lds_video`)."""
+    return sequence_example_data(cfg.x_dim, cfg.likelihood, n, cfg.seq_len, seed)

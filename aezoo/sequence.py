@@ -1,0 +1,263 @@
+"""Shared pieces of the sequence models: Gaussian priors over time, the masked likelihood, checks.
+
+Sequence data ``x`` are ``(B, T, D_x)`` with a covariate ``mask`` ``(B, T, D_x)`` bool (True where
+observed; ``None`` means all observed). The local latent ``z`` is ``(B, T, D_z)``: batch shape
+``(B,)`` in the ``"data"`` plate and event shape ``(T, D_z)``.
+
+Priors over ``z`` (each channel ``d`` a time series ``z[:, d]``):
+
+- :func:`lds_prior`: a linear dynamical system seen through Gaussian noise, as Pyro's
+  :class:`~pyro.distributions.GaussianHMM` (log density by Kalman filtering, linear in ``T``).
+- :func:`matern_prior`: independent Matern GPs per channel written as a linear state-space model
+  [1, 2] with a small white-noise ``jitter``; covariance ``k(t, t') + jitter * 1[t = t']`` exactly.
+- :func:`dense_gp_prior`: the same kind of GP with the dense ``(T, T)`` kernel matrix from
+  :mod:`pyro.contrib.gp.kernels` (cost cubic in ``T``), as a :class:`TimeMajorMVN`.
+
+References:
+    1. Kalman filtering and smoothing solutions to temporal Gaussian process regression models,
+       Hartikainen & Saerkkae, MLSP 2010.
+    2. Markovian Gaussian Process Variational Autoencoders, Zhu, Tebbutt, ... & Turner, arXiv:2207.05543.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro.contrib.gp import kernels
+from pyro.distributions.torch_distribution import TorchDistribution
+from pyro.nn import PyroModule
+from torch import Tensor, nn
+from torch.distributions import constraints
+from torch.distributions.kl import kl_divergence, register_kl
+
+from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
+from aezoo.nn import MLP
+
+MATERN_NUS = (0.5, 1.5, 2.5)
+KERNELS = ("cauchy", "rbf", "matern12", "matern32", "matern52")
+
+
+# -- Matern state-space form -----------------------------------------------------------------------
+
+
+def matern_ssm(nu: float, lengthscale: float, variance: float, dt: float = 1.0,
+               dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
+    """The exact discrete-time state-space form of a Matern GP with unit output row [1].
+
+    State ``s = (f, f', ...)`` of size ``S = nu + 1/2``: ``s_{t+1} = A s_t + N(0, Q)``,
+    ``f_t = s_t[0]``, stationary covariance ``P``; then ``Cov(f_t, f_{t+k}) = k_nu(k dt)``.
+
+    Returns:
+        ``(A, Q, P)``, each ``(S, S)``: ``A = expm(F dt)``, ``Q = P - A P A^T``.
+
+    Raises:
+        ValueError: ``nu`` not in :data:`MATERN_NUS`.
+    """
+    lam = math.sqrt(2 * nu) / lengthscale
+    if nu == 0.5:
+        Fc, P = [[-lam]], [[variance]]
+    elif nu == 1.5:
+        Fc, P = [[0.0, 1.0], [-lam**2, -2 * lam]], [[variance, 0.0], [0.0, lam**2 * variance]]
+    elif nu == 2.5:
+        k = lam**2 * variance / 3
+        Fc = [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [-lam**3, -3 * lam**2, -3 * lam]]
+        P = [[variance, 0.0, -k], [0.0, k, 0.0], [-k, 0.0, lam**4 * variance]]
+    else:
+        raise ValueError(f"nu must be one of {MATERN_NUS}, got {nu}")
+    Fc, P = torch.tensor(Fc, dtype=torch.float64), torch.tensor(P, dtype=torch.float64)
+    A = torch.linalg.matrix_exp(Fc * dt)
+    Q = P - A @ P @ A.T
+    return A.to(dtype), ((Q + Q.T) / 2).to(dtype), P.to(dtype)
+
+
+def lds_prior(T: int, A: Tensor, Q: Tensor, C: Tensor, R: Tensor, P0: Tensor) -> dist.GaussianHMM:
+    """``z_t = C h_t + N(0, R)``, ``h_t = A h_{t-1} + N(0, Q)``, ``h_0 ~ N(0, P0)``: a GaussianHMM.
+
+    Args:
+        T: duration; A, Q, P0: ``(S, S)``; C: ``(D_z, S)``; R: ``(D_z, D_z)`` positive definite.
+
+    Returns:
+        batch shape ``()``, event shape ``(T, D_z)``. Pyro's matrices act on the right
+        (``h_t = h_{t-1} @ A^T``), and its ``h_0`` precedes the first time step.
+    """
+    zeros_s, zeros_z = A.new_zeros(A.shape[-1]), A.new_zeros(C.shape[-2])
+    return dist.GaussianHMM(dist.MultivariateNormal(zeros_s, P0), A.T, dist.MultivariateNormal(zeros_s, Q),
+                            C.T, dist.MultivariateNormal(zeros_z, R), duration=T)
+
+
+def matern_prior(T: int, z_dim: int, nu: float, lengthscale: float, variance: float, jitter: float,
+                 like: Tensor) -> dist.GaussianHMM:
+    """Independent Matern GPs (unit time steps) for ``z_dim`` channels plus ``jitter`` white noise.
+
+    The state stacks the channels' states (block-diagonal ``A``, ``Q``), so the cost is
+    ``O(T (D_z S)^3)``: linear in ``T``. ``like`` gives dtype and device.
+    """
+    A, Q, P = (m.to(like) for m in matern_ssm(nu, lengthscale, variance, dtype=like.dtype))
+    eye = torch.eye(z_dim, dtype=like.dtype, device=like.device)
+    C = torch.kron(eye, torch.eye(1, A.shape[0], dtype=like.dtype, device=like.device))
+    return lds_prior(T, torch.kron(eye, A), torch.kron(eye, Q), C, jitter * eye, torch.kron(eye, P))
+
+
+def kernel(name: str, lengthscale: float, variance: float) -> kernels.Isotropy:
+    """A fixed kernel from :mod:`pyro.contrib.gp.kernels` on time (1-d inputs).
+
+    ``cauchy`` is ``variance / (1 + r^2 / lengthscale^2)`` (GP-VAE's kernel), i.e.
+    ``RationalQuadratic`` with ``scale_mixture = 1`` and lengthscale ``lengthscale / sqrt(2)``.
+    """
+    if name == "cauchy":
+        k = kernels.RationalQuadratic(1, torch.tensor(variance), torch.tensor(lengthscale / math.sqrt(2)),
+                                      scale_mixture=torch.tensor(1.0))
+    else:
+        cls = {"rbf": kernels.RBF, "matern12": kernels.Exponential, "matern32": kernels.Matern32,
+               "matern52": kernels.Matern52}.get(name)
+        if cls is None:
+            raise ValueError(f"unknown kernel {name!r}; choose one of {KERNELS}")
+        k = cls(1, torch.tensor(variance), torch.tensor(lengthscale))
+    return k.requires_grad_(False)
+
+
+class TimeMajorMVN(TorchDistribution):
+    """Independent multivariate normals over time per channel, laid out time-major.
+
+    Wraps ``base``, a MultivariateNormal with batch shape ``(..., D)`` and event shape ``(T,)``,
+    as a distribution with batch shape ``(...)`` and event shape ``(T, D)`` (values are
+    ``base``'s transposed).
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = True
+
+    def __init__(self, base: dist.MultivariateNormal, validate_args=None) -> None:
+        self.base = base
+        super().__init__(base.batch_shape[:-1], (base.event_shape[0], base.batch_shape[-1]), validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return TimeMajorMVN(self.base.expand(batch_shape + self.base.batch_shape[-1:]))
+
+    @property
+    def mean(self) -> Tensor:
+        return self.base.mean.transpose(-1, -2)
+
+    @property
+    def variance(self) -> Tensor:
+        return self.base.variance.transpose(-1, -2)
+
+    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+        return self.base.rsample(sample_shape).transpose(-1, -2)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return self.base.log_prob(value.transpose(-1, -2)).sum(-1)
+
+
+@register_kl(TimeMajorMVN, TimeMajorMVN)
+def _kl_time_major(p: TimeMajorMVN, q: TimeMajorMVN) -> Tensor:
+    return kl_divergence(p.base, q.base).sum(-1)
+
+
+def dense_gp_prior(T: int, z_dim: int, k: kernels.Isotropy, jitter: float, like: Tensor) -> TimeMajorMVN:
+    """``z[:, d] ~ N(0, K + jitter I)`` per channel with ``K = k(t, t')``, ``t = 0..T-1``: O(T^3)."""
+    t = torch.arange(T, dtype=like.dtype, device=like.device)
+    K = k.to(like)(t) + jitter * torch.eye(T, dtype=like.dtype, device=like.device)
+    tril = torch.linalg.cholesky(K)
+    base = dist.MultivariateNormal(like.new_zeros(z_dim, T), scale_tril=tril.expand(z_dim, T, T))
+    return TimeMajorMVN(base)
+
+
+# -- the shared generative model ----------------------------------------------------------------------
+
+
+def check_sequence(x: Tensor, mask: Tensor | None, x_dim: int, likelihood: str) -> None:
+    """Raise ``ValueError`` unless ``x`` is ``(B, T, D_x)`` data for ``likelihood`` and ``mask`` fits it."""
+    if x.dim() != 3 or x.shape[-1] != x_dim:
+        raise ValueError(f"expected sequence data of shape (B, T, {x_dim}), got {tuple(x.shape)}; "
+                         f"set model.x_dim={x.shape[-1] if x.dim() else '?'} or add a time axis")
+    if mask is not None and (mask.shape != x.shape or mask.dtype != torch.bool):
+        raise ValueError(f"the mask must be bool of the data's shape {tuple(x.shape)}, got {mask.dtype} "
+                         f"{tuple(mask.shape)}")
+    check_x(x.reshape(-1, x_dim), x_dim, likelihood)
+
+
+def masked_x_dist(likelihood: str, out: Tensor, scale: Tensor | None, mask: Tensor | None) -> dist.Distribution:
+    """p(x | decoder output) with unobserved entries left out: event shape ``(T, D_x)``.
+
+    ``out`` is ``(..., B, T, D_x)``; where ``mask`` (``(B, T, D_x)`` bool) is False the log density
+    is 0, so the values there do not enter the likelihood.
+    """
+    base = x_dist(likelihood, out, scale).base_dist
+    return (base if mask is None else base.mask(mask)).to_event(2)
+
+
+class SequenceModel(PyroModule):
+    """p(z) p(x | z) for sequences: a prior over ``z`` ``(B, T, D_z)`` and a per-frame MLP decoder.
+
+    Subclasses define :meth:`z_prior`; ``x_t | z_t ~ p(x | decoder(z_t))``, masked.
+    """
+
+    def __init__(self, x_dim: int, z_dim: int, hidden_dims: tuple[int, ...], activation: str,
+                 likelihood: str) -> None:
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+        self.x_dim, self.z_dim, self.likelihood = x_dim, z_dim, likelihood
+        self.decoder = MLP(z_dim, hidden_dims[::-1], x_dim, activation)
+        if likelihood == "gaussian":
+            self.scale_raw = nn.Parameter(torch.zeros(x_dim))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, num_data: int | None = None) -> None:
+        with pyro.plate("data", num_data or len(x), subsample=x):
+            z = pyro.sample("z", self.z_prior(x).expand((len(x),)))
+            pyro.sample("x", self.x_dist(z, mask), obs=x)
+
+    def z_prior(self, x: Tensor) -> dist.Distribution:
+        """The prior over ``z``: batch shape ``()``, event shape ``(T, D_z)`` for ``x`` ``(B, T, D_x)``."""
+        raise NotImplementedError
+
+    def x_dist(self, z: Tensor, mask: Tensor | None = None) -> dist.Distribution:
+        """p(x | z) for ``z`` ``(..., B, T, D_z)``; event shape ``(T, D_x)``, masked entries left out."""
+        scale = F.softplus(self.scale_raw) + 1e-3 if self.likelihood == "gaussian" else None
+        return masked_x_dist(self.likelihood, self.decoder(z), scale, mask)
+
+    def validate(self, x: Tensor, mask: Tensor | None = None) -> None:
+        check_sequence(x, mask, self.x_dim, self.likelihood)
+
+
+def sequence_example_data(x_dim: int, likelihood: str, n: int, T: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``(x, mask)`` of ``n`` sequences ``(n, T, D_x)`` from :func:`aezoo.data.lds_video`, fit for ``likelihood``.
+
+    Bernoulli kinds get the video squashed to (0, 1) (and binarized for ``bernoulli``).
+    """
+    from aezoo.data import lds_video
+
+    seqs = lds_video(n, T=T, x_dim=x_dim, p_missing=0.2, p_missing_frame=0.2, seed=seed)
+    x = seqs.x
+    if likelihood != "gaussian":
+        x = torch.sigmoid(2 * x)
+        if likelihood == "bernoulli":
+            x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+        x = x.where(seqs.mask, 0.0)
+    return x, seqs.mask
+
+
+@torch.no_grad()
+def impute(ae, x: Tensor, mask: Tensor, num_samples: int = 20) -> Tensor:
+    """Fill the unobserved entries of ``x`` with the posterior predictive mean.
+
+    ``E[x | z]`` under the decoder, averaged over ``num_samples`` draws of ``z`` from the guide's
+    ``posterior(x, mask)`` (the models' guides in :mod:`aezoo.guides.structured` have one).
+
+    Args:
+        ae: a sequence autoencoder (``svae``, ``gp_vae``, ``markov_gp_vae``).
+        x, mask: ``(B, T, D_x)``; mask True where observed.
+
+    Returns:
+        ``(B, T, D_x)``: ``x`` where observed, the imputed mean elsewhere.
+    """
+    z = ae.guide.posterior(x, mask).rsample((num_samples,))  # (S, B, T, D_z)
+    x_hat = ae.model.x_dist(z).mean.mean(0)
+    return x.where(mask, x_hat)
