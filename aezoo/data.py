@@ -67,6 +67,8 @@ class Dataset:
         image_shape: ``(H, W)`` for image data, else None.
         train_covariates, test_covariates: tensors passed after ``x`` to the model, e.g. the
             ``(N, T, D_x)`` bool mask of sequence data; empty for the others.
+        test_truth: the complete test data ``(N_test, ...)`` behind the missing entries (the
+            targets of imputation), or None.
     """
 
     name: str
@@ -78,6 +80,7 @@ class Dataset:
     image_shape: tuple[int, int] | None = None
     train_covariates: tuple[Tensor, ...] = ()
     test_covariates: tuple[Tensor, ...] = ()
+    test_truth: Tensor | None = None
 
     @property
     def transform(self) -> Callable[[Tensor], Tensor] | None:
@@ -351,14 +354,14 @@ def _load_sequences(name: str, train_size: int | None, test_size: int | None) ->
         n_train, n_test = _split_sizes(train_size or 1000, test_size or 200, None, None)
         seqs = lds_video(n_train + n_test, seed=STATIC_SEED)
         train = Sequences(seqs.x[:n_train], seqs.mask[:n_train])
-        test = Sequences(seqs.x[n_train:], seqs.mask[n_train:])
-        labels = (None, None)
+        test = Sequences(seqs.x[n_train:], seqs.mask[n_train:], seqs.truth[n_train:])
+        labels, shape = (None, None), None
     else:
         n_train, n_test = _split_sizes(train_size or 10000, test_size or 2000, 60000, 10000)
         train, test = healing_mnist("train", n_train), healing_mnist("test", n_test)
-        labels = (train.labels, test.labels)
-    return Dataset(name, train.x, test.x, *labels, binarization="none",
-                   train_covariates=(train.mask,), test_covariates=(test.mask,))
+        labels, shape = (train.labels, test.labels), (28, 28)
+    return Dataset(name, train.x, test.x, *labels, binarization="none", image_shape=shape,
+                   train_covariates=(train.mask,), test_covariates=(test.mask,), test_truth=test.truth)
 
 
 # -- Bach chorales ---------------------------------------------------------------------------------

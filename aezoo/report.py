@@ -29,7 +29,12 @@ def write(run_dir: str | Path, metrics: dict[str, Any], diagnostics: dict[str, A
     """Write ``run_dir/report.html`` and return its path; figures missing from the folder are skipped."""
     run_dir = Path(run_dir)
     title = f"aezoo run: {metrics['model']} / {metrics['engine']} / {metrics['data']}"
-    sections = _mcmc_sections(diagnostics) if "mcmc" in diagnostics else _guide_sections(diagnostics)
+    if "mcmc" in diagnostics:
+        sections = _mcmc_sections(diagnostics)
+    elif "bounds" in diagnostics:
+        sections = _guide_sections(diagnostics)
+    else:  # sequence data: the metrics only
+        sections = [("Note", html.escape(diagnostics.get("note", "")), "")]
     sections.insert(0, ("Metrics", "Log-likelihoods are in nats per datum; <code>test_log_likelihood</code> is the "
                                    "importance-sampled estimate with <code>num_particles</code> samples (Burda et al., "
                                    "arXiv:1509.00519)." + _khat_warning(diagnostics), _table(metrics)))

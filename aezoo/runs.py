@@ -38,10 +38,12 @@ from aezoo.core import (
     load,
     load_checkpoint,
 )
-from aezoo.diagnostics import generate, reconstruct, suite
+from aezoo.diagnostics import generate, likelihood, reconstruct, suite
+from aezoo.diagnostics._traces import evaluating
 from aezoo.inference import ENGINES
 from aezoo.inference.mcmc import McmcEngine, latent_sites
 from aezoo.models import MODELS
+from aezoo.sequence import impute
 
 SAMPLES_FILE = "posterior_samples.pt"
 
@@ -142,7 +144,8 @@ def fit(
     if isinstance(engine_obj, McmcEngine):
         result = _sample(ae, engine_obj, dataset, out)
     else:
-        result = engine_obj.fit(ae, dataset.train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE)
+        result = engine_obj.fit(ae, dataset.train, *dataset.train_covariates, transform=dataset.transform,
+                                checkpoint=out / CHECKPOINT_FILE)
     with open(out / "losses.csv", "w") as f:
         f.write("epoch,loss_nats_per_datum\n")
         f.writelines(f"{i + 1},{v:.6f}\n" for i, v in enumerate(result.losses.tolist()))
@@ -153,15 +156,15 @@ def fit(
 def _sample(ae, engine: McmcEngine, dataset: datasets.Dataset, out: Path):
     """Run an MCMC engine on the training data; write ``posterior_samples.pt`` and ``checkpoint.pt``."""
     device = next(ae.parameters()).device
-    x = dataset.train[:2].to(device)
-    local = sorted(n for n, site in latent_sites(ae.model, x).items()
+    first = [d[:2].to(device) for d in (dataset.train, *dataset.train_covariates)]
+    local = sorted(n for n, site in latent_sites(ae.model, *first).items()
                    if any(f.name == "data" for f in site["cond_indep_stack"]))
     if local:
         raise ValueError(f"{ae.name} has local latents {local}: MCMC would sample them for every training point. "
                          "Use an MCMC engine from Python on a handful of points of a trained model (tutorial 04), "
                          "or a model whose latents are all global (bayesian_ae)")
-    result = engine.fit(ae, dataset.train.to(device), transform=dataset.transform,
-                        checkpoint=out / "mcmc_checkpoint.pt")
+    result = engine.fit(ae, *(d.to(device) for d in (dataset.train, *dataset.train_covariates)),
+                        transform=dataset.transform, checkpoint=out / "mcmc_checkpoint.pt")
     atomic_torch_save({"samples": result.samples, "stats": result.stats}, out / SAMPLES_FILE)
     atomic_torch_save({"model": ae.state_dict(), "train_seconds": result.stats["train_seconds"].sum().item()},
                       out / CHECKPOINT_FILE)
@@ -232,6 +235,8 @@ def evaluate(
     start = time.perf_counter()
     if (run_dir / SAMPLES_FILE).exists():
         return _evaluate_mcmc(run_dir, ae, dataset, config, state, start)
+    if dataset.test_covariates:
+        return _evaluate_sequences(run_dir, ae, dataset, config, state, start, K)
     diag = suite.run(ae, dataset.test, run_dir, suite.Config(num_particles=K), dataset.test_labels,
                      dataset.image_shape)
     ll = diag["log_likelihood"]
@@ -298,6 +303,46 @@ def _evaluate_mcmc(run_dir: Path, ae, dataset: datasets.Dataset, config: dict[st
         plots.image_grid([("data", shown), ("reconstruction", predict(ae, posterior["samples"], shown)[0])],
                          run_dir / "reconstructions.png", dataset.image_shape,
                          "test data and posterior predictive means")
+    report.write(run_dir, metrics, diag, config)
+    return metrics
+
+
+def _evaluate_sequences(run_dir: Path, ae, dataset: datasets.Dataset, config: dict[str, Any], state: dict[str, Any],
+                        start: float, num_particles: int) -> dict[str, Any]:
+    """:func:`evaluate` for sequence data with a mask: log p(observed x), ELBO, imputation error, a figure.
+
+    The image and latent diagnostics of the suite assume ``(B, D_x)`` data and are not computed.
+    """
+    x, covariates = dataset.test, dataset.test_covariates
+    est = likelihood.importance_estimate(ae, x, *covariates, num_particles=num_particles).to_dict()
+    losses = state.get("losses", torch.zeros(0))
+    metrics: dict[str, Any] = {
+        "model": config["model"]["name"], "engine": config["engine"]["name"], "data": config["data"]["name"],
+        "num_test": est["num_data"], "num_particles": num_particles,
+        "test_log_likelihood": est["log_likelihood"], "test_log_likelihood_se": est["log_likelihood_se"],
+        "test_log_likelihood_mcse": est["log_likelihood_mcse"], "test_elbo": est["elbo"],
+        "observed_entries_per_sequence": covariates[0].sum().item() / len(x),
+        "epochs": len(losses), "final_train_loss": losses[-1].item() if len(losses) else None,
+        "train_seconds": state.get("train_seconds"),
+    }
+    diag: dict[str, Any] = {"log_likelihood": est, "note": "sequence data: log p(x) of the observed entries, nats "
+                                                            "per sequence; image and latent diagnostics not computed"}
+    if hasattr(ae.guide, "posterior") and dataset.test_truth is not None:
+        mask, truth = covariates[0], dataset.test_truth
+        with evaluating(ae) as device:
+            filled = impute(ae, x.to(device), mask.to(device)).cpu()
+        missing = ~mask
+        metrics["imputation_mse"] = (filled - truth)[missing].pow(2).mean().item()
+        metrics["mean_imputation_mse"] = (x[mask].mean() - truth[missing]).pow(2).mean().item()
+        if dataset.image_shape is not None:
+            plots.image_grid([("observed", x[0].where(mask[0], torch.zeros(()))), ("truth", truth[0]),
+                              ("imputed", filled[0])], run_dir / "reconstructions.png", dataset.image_shape,
+                             "one test sequence: observed entries (missing as 0), the truth, the imputation")
+    metrics["eval_seconds"] = time.perf_counter() - start
+    (run_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2) + "\n")
+    (run_dir / "diagnostics.json").write_text(json.dumps(_finite(diag), indent=1) + "\n")
+    if len(losses):
+        plots.loss_curve(losses, run_dir / "loss.png", f"{config['engine']['name']} loss")
     report.write(run_dir, metrics, diag, config)
     return metrics
 

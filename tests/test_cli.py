@@ -167,3 +167,15 @@ def test_mcmc_over_every_training_points_local_latents_is_refused(tmp_path, caps
 def test_an_engine_setting_it_does_not_have_is_refused(tmp_path, capsys):
     assert run("fit", "bayesian_ae", "--data", "digits", "--epochs", "3", "--out", str(tmp_path / "b")) == 2
     assert "has no epochs setting" in capsys.readouterr().err
+
+
+def test_sequence_run_uses_the_mask_and_reports_imputation(tmp_path):
+    out = tmp_path / "seq"
+    assert run("fit", "markov_gp_vae", "--data", "lds_video", "--train-size", "40", "--test-size", "20", "--epochs",
+               "2", "--num-particles", "10", "--out", str(out), "--no-progress") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_test"] == 20 and metrics["epochs"] == 2
+    # The mask reached the model: log p(x) is over the observed entries only, fewer than T * D_x = 320.
+    assert 0 < metrics["observed_entries_per_sequence"] < 320
+    assert metrics["imputation_mse"] > 0 and metrics["mean_imputation_mse"] > 0
+    assert "Note" in (out / "report.html").read_text()
