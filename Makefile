@@ -35,6 +35,7 @@ benchmarks: install
 	$(BIN)/python -m benchmarks.svi_overhead
 	$(BIN)/python -m benchmarks.reproduce_iwae
 	$(BIN)/python -m benchmarks.gradient_snr
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.objectives_mnist --epochs 12 --test-size 2000
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
