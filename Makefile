@@ -36,6 +36,9 @@ benchmarks: install
 	$(BIN)/python -m benchmarks.reproduce_iwae
 	$(BIN)/python -m benchmarks.gradient_snr
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.objectives_mnist --epochs 12 --test-size 2000
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.mcmc_speed
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.bae_digits
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.sequence_scaling
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
