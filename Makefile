@@ -39,6 +39,8 @@ benchmarks: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.mcmc_speed
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.bae_digits
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.sequence_scaling
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.healing_mnist
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.dmm_chorales
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
