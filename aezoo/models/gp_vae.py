@@ -28,9 +28,8 @@ from torch import Tensor
 
 from aezoo.core import Autoencoder
 from aezoo.guides.structured import BandedGuide
-from aezoo.likelihoods import LIKELIHOODS
 from aezoo.nn import MLP
-from aezoo.sequence import KERNELS, SequenceModel, dense_gp_prior, kernel, sequence_example_data
+from aezoo.sequence import KERNELS, SequenceModel, check_gp_settings, dense_gp_prior, kernel, sequence_example_data
 
 
 @dataclass(frozen=True)
@@ -47,12 +46,9 @@ class Config:
     seq_len: int = 20  # T of example_data only; the model takes any T
 
     def __post_init__(self) -> None:
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
+        check_gp_settings(self.likelihood, self.lengthscale, self.variance, self.jitter)
         if self.kernel not in KERNELS:
             raise ValueError(f"unknown kernel {self.kernel!r}; choose one of {KERNELS}")
-        if not (self.lengthscale > 0 and self.variance > 0 and self.jitter > 0):
-            raise ValueError("lengthscale, variance and jitter must be positive")
 
 
 class Model(SequenceModel):

@@ -31,10 +31,8 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from aezoo.core import Autoencoder
-from aezoo.guides.structured import KalmanGuide
-from aezoo.likelihoods import LIKELIHOODS
-from aezoo.nn import MLP
-from aezoo.sequence import MATERN_NUS, SequenceModel, matern_prior, sequence_example_data
+from aezoo.guides.structured import kalman_autoencoder
+from aezoo.sequence import MATERN_NUS, SequenceModel, check_gp_settings, matern_prior, sequence_example_data
 
 
 @dataclass(frozen=True)
@@ -51,12 +49,9 @@ class Config:
     seq_len: int = 20  # T of example_data only; the model takes any T
 
     def __post_init__(self) -> None:
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
+        check_gp_settings(self.likelihood, self.lengthscale, self.variance, self.jitter)
         if self.nu not in MATERN_NUS:
             raise ValueError(f"nu must be one of {MATERN_NUS}, got {self.nu}")
-        if not (self.lengthscale > 0 and self.variance > 0 and self.jitter > 0):
-            raise ValueError("lengthscale, variance and jitter must be positive")
 
 
 class Model(SequenceModel):
@@ -73,10 +68,8 @@ class Model(SequenceModel):
 
 
 def build(cfg: Config = Config()) -> Autoencoder:
-    """The Matern state-space model with the Kalman-smoothing guide (per-frame encoder ``2 D_x -> 2 D_z``)."""
-    model = Model(cfg)
-    encoder = MLP(2 * cfg.x_dim, cfg.hidden_dims, 2 * cfg.z_dim, cfg.activation)
-    return Autoencoder(model, KalmanGuide("z", encoder, model.z_prior), cfg, name=__name__.rsplit(".", 1)[-1])
+    """The Matern state-space model with the Kalman-smoothing guide (see ``kalman_autoencoder``)."""
+    return kalman_autoencoder(Model(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -30,9 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aezoo.core import Autoencoder
-from aezoo.guides.structured import KalmanGuide
+from aezoo.guides.structured import kalman_autoencoder
 from aezoo.likelihoods import LIKELIHOODS
-from aezoo.nn import MLP
 from aezoo.sequence import SequenceModel, lds_prior, sequence_example_data
 
 
@@ -71,10 +70,8 @@ class Model(SequenceModel):
 
 
 def build(cfg: Config = Config()) -> Autoencoder:
-    """The LDS model with the Kalman-smoothing guide (encoder ``2 D_x -> hidden_dims -> 2 D_z`` per frame)."""
-    model = Model(cfg)
-    encoder = MLP(2 * cfg.x_dim, cfg.hidden_dims, 2 * cfg.z_dim, cfg.activation)
-    return Autoencoder(model, KalmanGuide("z", encoder, model.z_prior), cfg, name=__name__.rsplit(".", 1)[-1])
+    """The LDS model with the Kalman-smoothing guide (:func:`aezoo.guides.structured.kalman_autoencoder`)."""
+    return kalman_autoencoder(Model(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
