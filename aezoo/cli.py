@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"MCMC: {metrics['num_chains']} chains x {metrics['num_draws']} draws, R-hat max "
               f"{'n/a (one chain)' if r_hat is None else f'{r_hat:.3f}'}, min bulk ESS "
               f"{'n/a' if ess is None else f'{ess:.0f}'}")
+    elif "test_log_likelihood" not in metrics:  # global latents: the ELBO only
+        print(f"test ELBO: {metrics['test_elbo']:.3f} nats per datum")
     elif metrics.get("test_log_likelihood") is None and "test_reconstruction" in metrics:  # deterministic guide
         print(f"test reconstruction log p(x | encoder(x)): {metrics['test_reconstruction']:.3f} nats per datum "
               f"({metrics['note']})")

@@ -41,6 +41,7 @@ from aezoo.core import (
 from aezoo.diagnostics import generate, likelihood, reconstruct, suite
 from aezoo.diagnostics._traces import evaluating
 from aezoo.inference import ENGINES
+from aezoo.inference.importance import guide_sites
 from aezoo.inference.mcmc import McmcEngine, latent_sites
 from aezoo.models import MODELS
 from aezoo.sequence import impute
@@ -235,8 +236,11 @@ def evaluate(
     start = time.perf_counter()
     if (run_dir / SAMPLES_FILE).exists():
         return _evaluate_mcmc(run_dir, ae, dataset, config, state, start)
-    if dataset.test_covariates:
+    covariates = dataset.test_covariates
+    if covariates and covariates[0].dtype == torch.bool and covariates[0].shape == dataset.test.shape:
         return _evaluate_sequences(run_dir, ae, dataset, config, state, start, K)
+    if covariates or _has_global_latents(ae, dataset):
+        return _evaluate_elbo(run_dir, ae, dataset, config, state, start)
     diag = suite.run(ae, dataset.test, run_dir, suite.Config(num_particles=K), dataset.test_labels,
                      dataset.image_shape)
     ll = diag["log_likelihood"]
@@ -303,6 +307,47 @@ def _evaluate_mcmc(run_dir: Path, ae, dataset: datasets.Dataset, config: dict[st
         plots.image_grid([("data", shown), ("reconstruction", predict(ae, posterior["samples"], shown)[0])],
                          run_dir / "reconstructions.png", dataset.image_shape,
                          "test data and posterior predictive means")
+    report.write(run_dir, metrics, diag, config)
+    return metrics
+
+
+def _has_global_latents(ae, dataset: datasets.Dataset) -> bool:
+    """True when a guide site lies outside the ``"data"`` plate (e.g. Bayesian weights, inducing values)."""
+    with evaluating(ae) as device:
+        sites = guide_sites(ae, *(d[:2].to(device) for d in (dataset.test, *dataset.test_covariates)))
+    return any(not any(f.name == "data" for f in s["cond_indep_stack"]) for s in sites.values())
+
+
+def _evaluate_elbo(run_dir: Path, ae, dataset: datasets.Dataset, config: dict[str, Any], state: dict[str, Any],
+                   start: float) -> dict[str, Any]:
+    """:func:`evaluate` for models with global latents or covariates: the test ELBO and reconstructions.
+
+    Per-datum importance sampling needs every latent inside the ``"data"`` plate (a global latent
+    couples the data), so the suite is not run; the test ELBO counts the global latents' KL once
+    over the test set (``num_data`` = its size).
+    """
+    data = (dataset.test, *dataset.test_covariates)
+    elbo = ENGINES["svi"](progress=False)
+    with evaluating(ae) as device:
+        data = tuple(d.to(device) for d in data)
+        with torch.no_grad():
+            loss = torch.stack([elbo.loss(ae, *data, num_data=len(data[0])) for _ in range(10)]).mean().item()
+        shown = reconstruct(ae, *(d[:10] for d in data))
+    losses = state.get("losses", torch.zeros(0))
+    metrics: dict[str, Any] = {
+        "model": config["model"]["name"], "engine": config["engine"]["name"], "data": config["data"]["name"],
+        "num_test": len(data[0]), "test_elbo": -loss, "epochs": len(losses),
+        "final_train_loss": losses[-1].item() if len(losses) else None, "train_seconds": state.get("train_seconds"),
+        "eval_seconds": time.perf_counter() - start,
+    }
+    diag = {"note": "global latents or covariates: the test ELBO (mean of 10 estimates, nats per datum) and "
+                    "reconstructions; per-datum importance sampling does not apply"}
+    (run_dir / "metrics.json").write_text(json.dumps(_finite(metrics), indent=2) + "\n")
+    (run_dir / "diagnostics.json").write_text(json.dumps(diag, indent=1) + "\n")
+    plots.image_grid([("data", dataset.test[:10]), ("reconstruction", shown.cpu())], run_dir / "reconstructions.png",
+                     dataset.image_shape, "test data and reconstructions (decoder mean at z ~ q(z | x))")
+    if len(losses):
+        plots.loss_curve(losses, run_dir / "loss.png", f"{config['engine']['name']} loss")
     report.write(run_dir, metrics, diag, config)
     return metrics
 

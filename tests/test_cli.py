@@ -179,3 +179,14 @@ def test_sequence_run_uses_the_mask_and_reports_imputation(tmp_path):
     assert 0 < metrics["observed_entries_per_sequence"] < 320
     assert metrics["imputation_mse"] > 0 and metrics["mean_imputation_mse"] > 0
     assert "Note" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("argv", [["gppvae", "--data", "rotated_mnist", "--train-size", "64", "--test-size", "16"],
+                                  ["bayesian_ae", "--data", "digits", "--engine", "svi", "--train-size", "64",
+                                   "--test-size", "16"]], ids=["gppvae", "bayesian_ae-svi"])
+def test_models_with_global_latents_report_the_test_elbo(argv, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run("fit", *argv, "--epochs", "1", "--out", str(out), "--no-progress") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_test"] == 16 and metrics["test_elbo"] < 0 and "test_log_likelihood" not in metrics
+    assert "test ELBO" in capsys.readouterr().out and (out / "reconstructions.png").exists()

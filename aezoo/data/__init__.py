@@ -23,6 +23,7 @@ from aezoo.data.base import (
     mnist_path,
     read_mnist,
 )
+from aezoo.data.rotated import load_rotated_mnist
 from aezoo.data.sequences import (
     Sequences,
     _load_chorales,
@@ -42,6 +43,7 @@ DATASETS = {
     "lds_video": "linear dynamical system video, 4x4 pixels, T=20, known A and C: 1,000 train, 200 test",
     "healing_mnist": "rotating MNIST digits, T=10, noise, 60% pixels missing: 10,000 train, 2,000 test by default",
     "chorales": "Bach chorales (music21), 88-key piano rolls per quarter note, in C, T<=193: 297 train, 74 test",
+    "rotated_mnist": "MNIST 3s, each rotated by a random angle in [0, 2pi) (the covariate): 6,131 train, 1,010 test",
 }
 SEQUENCE_DATASETS = ("lds_video", "healing_mnist", "chorales")
 
@@ -82,6 +84,8 @@ def load(
         return Dataset(name, x[:n_train].float(), x[n_train:].float(), binarization="none")
     if name == "chorales":
         return _load_chorales(train_size, test_size)
+    if name == "rotated_mnist":
+        return load_rotated_mnist(binarization, train_size, test_size)
     if name in SEQUENCE_DATASETS:
         return _load_sequences(name, train_size, test_size)
     if name == "mnist":

@@ -8,10 +8,23 @@ the objective ``aezoo fit`` uses when no ``--engine`` is given (otherwise ``svi`
 
 from types import ModuleType
 
-from aezoo.models import bayesian_ae, dmm, gmvae, gp_vae, info_vae, linear_gaussian, markov_gp_vae, svae, swae, vae, wae
+from aezoo.models import (
+    bayesian_ae,
+    dmm,
+    gmvae,
+    gp_vae,
+    gppvae,
+    info_vae,
+    linear_gaussian,
+    markov_gp_vae,
+    svae,
+    swae,
+    vae,
+    wae,
+)
 
 _MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae, bayesian_ae, svae, gp_vae,
-                              markov_gp_vae, dmm]
+                              markov_gp_vae, dmm, gppvae]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 
