@@ -22,6 +22,7 @@ SMALL_CONFIGS: dict[str, dict] = {
     "bayesian_ae": {"x_dim": 12, "z_dim": 2, "hidden_dims": (4,)},
     **{name: _SMALL_SEQUENCE for name in ("svae", "gp_vae", "markov_gp_vae")},
     "gppvae": {**_SMALL_VAE, "num_inducing": 4},
+    "sgp_bae": {"x_dim": 12, "z_dim": 2, "hidden_dims": (4,), "num_inducing": 4},
     "dmm": {"x_dim": 6, "z_dim": 2, "emission_dim": 8, "transition_dim": 8, "rnn_dim": 8, "seq_len": 5},
 }
 # Engine settings for one quick epoch (or a few MCMC draws); only fields an engine has are applied.

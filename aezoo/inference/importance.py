@@ -174,15 +174,15 @@ def check_weights_exist(ae: Autoencoder, engine: str, *batch: Tensor) -> dict[st
     (inside the ``"data"`` plate).
     """
     sites = guide_sites(ae, *batch)
-    points = [n for n, s in sites.items() if is_deterministic(s["fn"])]
-    if points:
-        raise ValueError(f"the {engine} engine does not apply to {ae.name}: its guide sites {points} are point masses "
-                         "(Delta), whose log q = 0 is no density over z, so importance weights are meaningless "
-                         "(use --engine svi)")
     for name, site in sites.items():
         try:
             data_dim(name, site)
         except ValueError as err:
             raise ValueError(f"the {engine} engine does not apply to {ae.name}: it supports local latents only "
                              f"(per-datum importance weights; use svi for global latents): {err}") from err
+    points = [n for n, s in sites.items() if is_deterministic(s["fn"])]
+    if points:
+        raise ValueError(f"the {engine} engine does not apply to {ae.name}: its guide sites {points} are point masses "
+                         "(Delta), whose log q = 0 is no density over z, so importance weights are meaningless "
+                         "(use --engine svi)")
     return sites

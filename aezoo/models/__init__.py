@@ -17,6 +17,7 @@ from aezoo.models import (
     info_vae,
     linear_gaussian,
     markov_gp_vae,
+    sgp_bae,
     svae,
     swae,
     vae,
@@ -24,7 +25,7 @@ from aezoo.models import (
 )
 
 _MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae, bayesian_ae, svae, gp_vae,
-                              markov_gp_vae, dmm, gppvae]
+                              markov_gp_vae, dmm, gppvae, sgp_bae]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 

@@ -1,7 +1,8 @@
 """GPPVAE: a sparse Gaussian-process prior over a covariate couples the latents of different data.
 
 Generative story, with ``M`` inducing points ``c_1..c_M`` on a fixed grid over the covariate range
-and a fixed kernel ``k`` from :mod:`pyro.contrib.gp.kernels` (``periodic`` on an angle, or ``rbf``)::
+and a fixed kernel ``k`` from :mod:`pyro.contrib.gp.kernels` (``periodic`` on an angle, or ``rbf``), the
+prior :class:`aezoo.priors.SparseGPPrior` shared with ``sgp_bae``::
 
     u[:, l] ~ N(0, K_uu + jitter I)  per latent channel l       u: (M, D_z), global; K_uu = k(c_m, c_m')
     z_b | u ~ N(K_bu K_uu^-1 u, (k_bb - q_bb + noise) I)         z: (B, D_z); c: (B,) or (B, D_c)
@@ -35,7 +36,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.contrib.gp import kernels
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
@@ -43,9 +43,8 @@ from aezoo.core import Autoencoder
 from aezoo.guides import AmortizedNormal
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
 from aezoo.nn import MLP
-from aezoo.sequence import TimeMajorMVN
-
-KERNELS = ("periodic", "rbf")
+from aezoo.priors import KERNELS as KERNELS  # re-exported: the kernels a Config may name
+from aezoo.priors import SparseGPPrior, check_sparse_gp_config
 
 
 @dataclass(frozen=True)
@@ -67,12 +66,7 @@ class Config:
     def __post_init__(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
-        if self.kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {self.kernel!r}; choose one of {KERNELS}")
-        if min(self.lengthscale, self.variance, self.jitter, self.noise, self.num_inducing) <= 0:
-            raise ValueError("lengthscale, variance, jitter, noise and num_inducing must be positive")
-        if not self.covariate_range[1] > self.covariate_range[0]:
-            raise ValueError(f"covariate_range must be increasing, got {self.covariate_range}")
+        check_sparse_gp_config(self)
 
 
 class Model(PyroModule):
@@ -81,17 +75,7 @@ class Model(PyroModule):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.cfg = cfg
-        lo, hi = cfg.covariate_range
-        var, ls = torch.tensor(cfg.variance), torch.tensor(cfg.lengthscale)
-        if cfg.kernel == "periodic":  # the grid leaves out hi, which is lo again
-            self.kernel = kernels.Periodic(cfg.covariate_dim, var, ls, period=torch.tensor(hi - lo))
-            grid = torch.linspace(lo, hi, cfg.num_inducing + 1)[:-1]
-        else:
-            self.kernel = kernels.RBF(cfg.covariate_dim, var, ls)
-            grid = torch.linspace(lo, hi, cfg.num_inducing)
-        self.kernel.requires_grad_(False)
-        axes = [grid] * cfg.covariate_dim
-        self.register_buffer("inducing", torch.cartesian_prod(*axes).reshape(-1, cfg.covariate_dim))  # (M, D_c)
+        self.prior = SparseGPPrior.from_config(cfg)
         self.decoder = MLP(cfg.z_dim, cfg.hidden_dims[::-1], cfg.x_dim, cfg.activation)
         if cfg.likelihood == "gaussian":
             self.scale_raw = nn.Parameter(torch.zeros(cfg.x_dim))
@@ -103,32 +87,31 @@ class Model(PyroModule):
             z = pyro.sample("z", self.z_dist(u, self.covariates(x, c), tril))
             pyro.sample("x", self.x_dist(z), obs=x)
 
+    # the sparse-GP prior lives in aezoo.priors; these delegate to it
+    @property
+    def kernel(self):
+        return self.prior.kernel
+
+    @property
+    def inducing(self) -> Tensor:
+        """Inducing covariates ``(M, D_c)``."""
+        return self.prior.inducing
+
     def covariates(self, x: Tensor, c: Tensor | None) -> Tensor:
         """``c`` as ``(B, D_c)``; zeros when ``c`` is None."""
-        if c is None:
-            return x.new_zeros(len(x), self.cfg.covariate_dim)
-        return c.reshape(len(c), -1).to(x.dtype)
+        return self.prior.covariates(x, c)
 
     def u_tril(self) -> Tensor:
         """Cholesky factor ``(M, M)`` of ``K_uu + jitter I``."""
-        Z = self.inducing
-        eye = torch.eye(len(Z), dtype=Z.dtype, device=Z.device)
-        return torch.linalg.cholesky(self.kernel(Z) + self.cfg.jitter * eye)
+        return self.prior.u_tril()
 
     def u_dist(self, tril: Tensor) -> dist.Distribution:
         """``N(0, K_uu + jitter I)`` per channel; event shape ``(M, D_z)``."""
-        M, D = len(tril), self.cfg.z_dim
-        return TimeMajorMVN(dist.MultivariateNormal(tril.new_zeros(D, M), scale_tril=tril.expand(D, M, M)))
+        return self.prior.u_dist(tril)
 
     def z_dist(self, u: Tensor, c: Tensor, tril: Tensor) -> dist.Distribution:
         """The sparse-GP conditional p(z | u) for ``u`` ``(..., M, D_z)``, ``c`` ``(B, D_c)``; event ``(D_z,)``."""
-        if u.dim() > 2:  # under outer plates (particles) u is (..., 1, M, D_z): 1 is the data plate's slot
-            u = u.squeeze(-3)
-        K_ub = self.kernel(self.inducing, c)  # (M, B)
-        A = torch.cholesky_solve(K_ub, tril)  # K_uu^-1 K_ub: (M, B)
-        loc = A.transpose(-1, -2) @ u  # (..., B, D_z)
-        var = (self.kernel(c, diag=True) - (K_ub * A).sum(0)).clamp_min(0) + self.cfg.noise  # (B,)
-        return dist.Normal(loc, var.sqrt().unsqueeze(-1)).to_event(1)
+        return self.prior.z_dist(u, c, tril)
 
     def x_dist(self, z: Tensor) -> dist.Distribution:
         """p(x | z) for ``z`` ``(..., B, D_z)``; event shape ``(D_x,)``."""
@@ -137,9 +120,7 @@ class Model(PyroModule):
 
     def validate(self, x: Tensor, c: Tensor | None = None) -> None:
         check_x(x, self.cfg.x_dim, self.cfg.likelihood)
-        if c is not None and (len(c) != len(x) or c.reshape(len(c), -1).shape[-1] != self.cfg.covariate_dim):
-            raise ValueError(f"expected covariates of shape (B,) or (B, {self.cfg.covariate_dim}) with B = {len(x)}, "
-                             f"got {tuple(c.shape)}")
+        self.prior.check_covariates(x, c)
 
 
 class Guide(PyroModule):

@@ -1,0 +1,103 @@
+"""Latent priors shared by several models: the sparse-GP prior over a covariate.
+
+:class:`SparseGPPrior` puts ``M`` inducing points ``c_1..c_M`` on a fixed grid over the covariate
+range and uses a fixed kernel ``k`` from :mod:`pyro.contrib.gp.kernels` (``periodic`` on an angle,
+or ``rbf``)::
+
+    u[:, l] ~ N(0, K_uu + jitter I)  per latent channel l       u: (M, D_z); K_uu = k(c_m, c_m')
+    z_b | u ~ N(K_bu K_uu^-1 u, (k_bb - q_bb + noise) I)         z: (B, D_z); c: (B, D_c)
+
+with ``q_bb = K_bu K_uu^-1 K_ub``: the FITC-style conditional, under which the ``z_b`` are
+independent given ``u`` (so a ``"data"`` plate over them minibatches). ``noise`` is a per-datum
+latent variance (a white-noise kernel term). Used by ``gppvae`` (``z`` a latent sample site) and
+``sgp_bae`` (``z`` an encoder output whose conditional log-density enters as a factor).
+
+References:
+    1. A Unifying View of Sparse Approximate Gaussian Process Regression, Quinonero-Candela &
+       Rasmussen, JMLR 2005 (FITC).
+    2. Gaussian Process Prior Variational Autoencoders, Casale et al., arXiv:1810.11738.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+from pyro.contrib.gp import kernels
+from pyro.nn import PyroModule
+from torch import Tensor
+
+from aezoo.sequence import TimeMajorMVN
+
+KERNELS = ("periodic", "rbf")
+
+
+def check_sparse_gp_config(cfg) -> None:
+    """Validate the sparse-GP fields of a model ``Config`` (``kernel``, ``lengthscale``, ... ``noise``)."""
+    if cfg.kernel not in KERNELS:
+        raise ValueError(f"unknown kernel {cfg.kernel!r}; choose one of {KERNELS}")
+    if min(cfg.lengthscale, cfg.variance, cfg.jitter, cfg.noise, cfg.num_inducing) <= 0:
+        raise ValueError("lengthscale, variance, jitter, noise and num_inducing must be positive")
+    if not cfg.covariate_range[1] > cfg.covariate_range[0]:
+        raise ValueError(f"covariate_range must be increasing, got {cfg.covariate_range}")
+
+
+class SparseGPPrior(PyroModule):
+    """p(u) and the FITC conditional p(z | u, c), with a fixed kernel and a fixed inducing grid."""
+
+    def __init__(self, z_dim: int, kernel: str = "periodic", lengthscale: float = 1.0, variance: float = 1.0,
+                 num_inducing: int = 16, covariate_dim: int = 1,
+                 covariate_range: tuple[float, float] = (0.0, 2 * math.pi), jitter: float = 1e-4,
+                 noise: float = 0.1) -> None:
+        super().__init__()
+        self.z_dim, self.covariate_dim, self.jitter, self.noise = z_dim, covariate_dim, jitter, noise
+        lo, hi = covariate_range
+        var, ls = torch.tensor(variance), torch.tensor(lengthscale)
+        if kernel == "periodic":  # period hi - lo; the grid leaves out hi, which is lo again
+            self.kernel = kernels.Periodic(covariate_dim, var, ls, period=torch.tensor(hi - lo))
+            grid = torch.linspace(lo, hi, num_inducing + 1)[:-1]
+        else:
+            self.kernel = kernels.RBF(covariate_dim, var, ls)
+            grid = torch.linspace(lo, hi, num_inducing)
+        self.kernel.requires_grad_(False)
+        axes = [grid] * covariate_dim  # M = num_inducing ** covariate_dim
+        self.register_buffer("inducing", torch.cartesian_prod(*axes).reshape(-1, covariate_dim))  # (M, D_c)
+
+    @classmethod
+    def from_config(cls, cfg) -> SparseGPPrior:
+        """From a model ``Config`` with ``z_dim`` and the fields checked by :func:`check_sparse_gp_config`."""
+        return cls(cfg.z_dim, cfg.kernel, cfg.lengthscale, cfg.variance, cfg.num_inducing, cfg.covariate_dim,
+                   cfg.covariate_range, cfg.jitter, cfg.noise)
+
+    def covariates(self, x: Tensor, c: Tensor | None) -> Tensor:
+        """``c`` as ``(B, D_c)``; zeros (every datum at covariate 0) when ``c`` is None."""
+        if c is None:
+            return x.new_zeros(len(x), self.covariate_dim)
+        return c.reshape(len(c), -1).to(x.dtype)
+
+    def check_covariates(self, x: Tensor, c: Tensor | None) -> None:
+        if c is not None and (len(c) != len(x) or c.reshape(len(c), -1).shape[-1] != self.covariate_dim):
+            raise ValueError(f"expected covariates of shape (B,) or (B, {self.covariate_dim}) with B = {len(x)}, "
+                             f"got {tuple(c.shape)}")
+
+    def u_tril(self) -> Tensor:
+        """Cholesky factor ``(M, M)`` of ``K_uu + jitter I``."""
+        Z = self.inducing
+        eye = torch.eye(len(Z), dtype=Z.dtype, device=Z.device)
+        return torch.linalg.cholesky(self.kernel(Z) + self.jitter * eye)
+
+    def u_dist(self, tril: Tensor) -> dist.Distribution:
+        """``N(0, K_uu + jitter I)`` per channel; event shape ``(M, D_z)``."""
+        M, D = len(tril), self.z_dim
+        return TimeMajorMVN(dist.MultivariateNormal(tril.new_zeros(D, M), scale_tril=tril.expand(D, M, M)))
+
+    def z_dist(self, u: Tensor, c: Tensor, tril: Tensor) -> dist.Distribution:
+        """p(z | u) for ``u`` ``(..., M, D_z)`` and ``c`` ``(B, D_c)``: batch shape ``(..., B)``, event ``(D_z,)``."""
+        if u.dim() > 2:  # under outer plates (particles) u is (..., 1, M, D_z): 1 is the data plate's slot
+            u = u.squeeze(-3)
+        K_ub = self.kernel(self.inducing, c)  # (M, B)
+        A = torch.cholesky_solve(K_ub, tril)  # K_uu^-1 K_ub: (M, B)
+        loc = A.transpose(-1, -2) @ u  # (..., B, D_z)
+        var = (self.kernel(c, diag=True) - (K_ub * A).sum(0)).clamp_min(0) + self.noise  # (B,)
+        return dist.Normal(loc, var.sqrt().unsqueeze(-1)).to_event(1)
