@@ -52,6 +52,7 @@ class SparseGPPrior(PyroModule):
                  noise: float = 0.1) -> None:
         super().__init__()
         self.z_dim, self.covariate_dim, self.jitter, self.noise = z_dim, covariate_dim, jitter, noise
+        self.covariate_range = tuple(covariate_range)
         lo, hi = covariate_range
         var, ls = torch.tensor(variance), torch.tensor(lengthscale)
         if kernel == "periodic":  # period hi - lo; the grid leaves out hi, which is lo again
@@ -75,6 +76,16 @@ class SparseGPPrior(PyroModule):
         if c is None:
             return x.new_zeros(len(x), self.covariate_dim)
         return c.reshape(len(c), -1).to(x.dtype)
+
+    @torch.no_grad()
+    def example_codes(self, n: int) -> tuple[Tensor, Tensor]:
+        """``(c, z)``: ``n`` covariates uniform over the range (``(n,)``, or ``(n, D_c)`` when ``D_c > 1``)
+        and codes ``(n, D_z)`` drawn from the prior (u, then the conditional), with torch's RNG."""
+        lo, hi = self.covariate_range
+        c = lo + (hi - lo) * torch.rand(n, self.covariate_dim, dtype=self.inducing.dtype)
+        tril = self.u_tril()
+        z = self.z_dist(self.u_dist(tril).sample(), c, tril).sample()
+        return (c.squeeze(-1) if self.covariate_dim == 1 else c), z
 
     def check_covariates(self, x: Tensor, c: Tensor | None) -> None:
         if c is not None and (len(c) != len(x) or c.reshape(len(c), -1).shape[-1] != self.covariate_dim):

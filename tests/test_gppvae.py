@@ -35,10 +35,10 @@ def test_prior_of_z_with_inducing_points_at_the_data_is_the_full_gp(kernel):
     cfg = gppvae.Config(x_dim=3, z_dim=4, hidden_dims=(4,), kernel=kernel, num_inducing=6, lengthscale=1.5,
                         covariate_range=(0.0, 4.0), noise=0.05)
     ae = gppvae.build(cfg)
-    c = ae.model.inducing.squeeze(-1)  # (6,): the data sit on the inducing points
+    c = ae.model.prior.inducing.squeeze(-1)  # (6,): the data sit on the inducing points
     S = 20000
     cov = pooled_covariance(prior_draws(ae, c, S))
-    K = ae.model.kernel(c.unsqueeze(-1)) + cfg.noise * torch.eye(len(c))
+    K = ae.model.prior.kernel(c.unsqueeze(-1)) + cfg.noise * torch.eye(len(c))
     # Each entry is a mean of S D_z = 80,000 products of Gaussians: standard error
     # sqrt((K_ij^2 + K_ii K_jj) / (S D_z)) <= sqrt(2) 1.05 / sqrt(80,000) = 0.0053; allow 5 of them.
     se = ((K**2 + K.diagonal()[:, None] * K.diagonal()[None, :]) / (S * cfg.z_dim)).sqrt()
@@ -55,7 +55,7 @@ def test_prior_of_z_with_few_inducing_points_is_fitc():
     c = torch.tensor([0.5, 1.0, 1.5, 3.0])
     S = 20000
     cov = pooled_covariance(prior_draws(ae, c, S))
-    k, u = ae.model.kernel, ae.model.inducing
+    k, u = ae.model.prior.kernel, ae.model.prior.inducing
     K = k(c.unsqueeze(-1))
     K_nu = k(c.unsqueeze(-1), u)
     Q = K_nu @ torch.linalg.solve(k(u) + cfg.jitter * torch.eye(len(u)), K_nu.T)

@@ -101,18 +101,21 @@ class Model(PyroModule):
         check_x(x, self.cfg.x_dim, self.cfg.likelihood)
 
 
-def build(cfg: Config = Config()) -> Autoencoder:
-    """The Bayesian AE ``D_x -> hidden_dims -> D_z -> mirrored -> D_x`` with an ``AutoNormal`` guide.
+def with_weight_guide(model: PyroModule, cfg, name: str) -> Autoencoder:
+    """``model`` paired with Pyro's ``AutoNormal`` over its global sites (weights, ...).
 
-    The guide's parameters are created here (one trace on a zero image), so ``state_dict`` and
-    ``load`` see them before any fit.
+    The guide's parameters are created here (one trace on a zero input ``(1, cfg.x_dim)``), so
+    ``state_dict`` and ``load`` see them before any fit.
     """
-    model = Model(cfg)
-    ae = Autoencoder(model, AutoNormal(model, init_loc_fn=init_to_sample, init_scale=0.01), cfg,
-                     name=__name__.rsplit(".", 1)[-1])
+    ae = Autoencoder(model, AutoNormal(model, init_loc_fn=init_to_sample, init_scale=0.01), cfg, name=name)
     with torch.no_grad(), poutine.block():
         ae.guide(torch.zeros(1, cfg.x_dim))
     return ae
+
+
+def build(cfg: Config = Config()) -> Autoencoder:
+    """The Bayesian AE ``D_x -> hidden_dims -> D_z -> mirrored -> D_x`` with an ``AutoNormal`` guide."""
+    return with_weight_guide(Model(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor]:

@@ -81,37 +81,11 @@ class Model(PyroModule):
             self.scale_raw = nn.Parameter(torch.zeros(cfg.x_dim))
 
     def forward(self, x: Tensor, c: Tensor | None = None, num_data: int | None = None) -> None:
-        tril = self.u_tril()
-        u = pyro.sample("u", self.u_dist(tril))
+        tril = self.prior.u_tril()
+        u = pyro.sample("u", self.prior.u_dist(tril))
         with pyro.plate("data", num_data or len(x), subsample=x):
-            z = pyro.sample("z", self.z_dist(u, self.covariates(x, c), tril))
+            z = pyro.sample("z", self.prior.z_dist(u, self.prior.covariates(x, c), tril))
             pyro.sample("x", self.x_dist(z), obs=x)
-
-    # the sparse-GP prior lives in aezoo.priors; these delegate to it
-    @property
-    def kernel(self):
-        return self.prior.kernel
-
-    @property
-    def inducing(self) -> Tensor:
-        """Inducing covariates ``(M, D_c)``."""
-        return self.prior.inducing
-
-    def covariates(self, x: Tensor, c: Tensor | None) -> Tensor:
-        """``c`` as ``(B, D_c)``; zeros when ``c`` is None."""
-        return self.prior.covariates(x, c)
-
-    def u_tril(self) -> Tensor:
-        """Cholesky factor ``(M, M)`` of ``K_uu + jitter I``."""
-        return self.prior.u_tril()
-
-    def u_dist(self, tril: Tensor) -> dist.Distribution:
-        """``N(0, K_uu + jitter I)`` per channel; event shape ``(M, D_z)``."""
-        return self.prior.u_dist(tril)
-
-    def z_dist(self, u: Tensor, c: Tensor, tril: Tensor) -> dist.Distribution:
-        """The sparse-GP conditional p(z | u) for ``u`` ``(..., M, D_z)``, ``c`` ``(B, D_c)``; event ``(D_z,)``."""
-        return self.prior.z_dist(u, c, tril)
 
     def x_dist(self, z: Tensor) -> dist.Distribution:
         """p(x | z) for ``z`` ``(..., B, D_z)``; event shape ``(D_x,)``."""
@@ -140,19 +114,15 @@ class Guide(PyroModule):
 def build(cfg: Config = Config()) -> Autoencoder:
     """GPPVAE with the encoder ``D_x -> hidden_dims -> 2 D_z``, the mirrored decoder and free q(u)."""
     model = Model(cfg)
-    return Autoencoder(model, Guide(cfg, len(model.inducing)), cfg, name=__name__.rsplit(".", 1)[-1])
+    return Autoencoder(model, Guide(cfg, len(model.prior.inducing)), cfg, name=__name__.rsplit(".", 1)[-1])
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """``(x, c)``: covariates uniform over the range ``(n,)`` (or ``(n, D_c)``) and ``x`` ``(n, D_x)`` drawn
-    from a randomly initialised model (seeded)."""
+    """``(x, c)``: covariates uniform over the range ``(n,)`` (or ``(n, D_c)``), codes from the sparse-GP
+    prior and ``x`` ``(n, D_x)`` from a randomly initialised decoder (seeded)."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Model(cfg)
-        lo, hi = cfg.covariate_range
-        c = lo + (hi - lo) * torch.rand(n, cfg.covariate_dim)
+        c, z = model.prior.example_codes(n)
         with torch.no_grad():
-            tril = model.u_tril()
-            z = model.z_dist(model.u_dist(tril).sample(), c, tril).sample()
-            x = model.x_dist(z).sample()
-        return x, c.squeeze(-1) if cfg.covariate_dim == 1 else c
+            return model.x_dist(z).sample(), c

@@ -38,14 +38,12 @@ from dataclasses import dataclass
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
-from pyro.infer.autoguide import AutoNormal, init_to_sample
 from pyro.nn import PyroModule
 from torch import Tensor
 
 from aezoo.core import Autoencoder
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
-from aezoo.models.bayesian_ae import bayesian_mlp
+from aezoo.models.bayesian_ae import bayesian_mlp, with_weight_guide
 from aezoo.nn import MLP
 from aezoo.priors import SparseGPPrior, check_sparse_gp_config
 
@@ -114,12 +112,7 @@ class Model(PyroModule):
 
 def build(cfg: Config = Config()) -> Autoencoder:
     """SGP-BAE ``D_x -> hidden_dims -> D_z -> mirrored -> D_x`` with an ``AutoNormal`` guide (params made here)."""
-    model = Model(cfg)
-    ae = Autoencoder(model, AutoNormal(model, init_loc_fn=init_to_sample, init_scale=0.01), cfg,
-                     name=__name__.rsplit(".", 1)[-1])
-    with torch.no_grad(), poutine.block():
-        ae.guide(torch.zeros(1, cfg.x_dim))
-    return ae
+    return with_weight_guide(Model(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -128,10 +121,6 @@ def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = Model(cfg)
-        lo, hi = cfg.covariate_range
-        c = lo + (hi - lo) * torch.rand(n, cfg.covariate_dim)
+        c, z = model.prior.example_codes(n)
         with torch.no_grad():
-            tril = model.prior.u_tril()
-            z = model.prior.z_dist(model.prior.u_dist(tril).sample(), c, tril).sample()
-            x = model.x_dist(model.decoder(z)).sample()
-        return x, c.squeeze(-1) if cfg.covariate_dim == 1 else c
+            return model.x_dist(model.decoder(z)).sample(), c
