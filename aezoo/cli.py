@@ -10,6 +10,7 @@ import pyro
 
 from aezoo import data as datasets
 from aezoo import runs
+from aezoo.catalogue import applicable
 from aezoo.inference import ENGINES
 from aezoo.models import MODELS
 
@@ -31,11 +32,12 @@ def _settings(pairs: list[str]) -> dict[str, str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aezoo", description="A probabilistic-programming zoo of autoencoders on Pyro.")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="models, engines and datasets")
+    sub.add_parser("list", help="models (with the datasets and engines that apply to each), engines, datasets")
 
     f = sub.add_parser("fit", help="train a model, evaluate it, write a run folder")
     f.add_argument("model", help="a model key (aezoo list)")
-    f.add_argument("--data", default="synthetic", help="dataset key (default: synthetic)")
+    f.add_argument("--data", default="synthetic",
+                   help="dataset key (aezoo list) or a .npz/.npy file (x, optional y, c, mask); default: synthetic")
     f.add_argument("--engine", help="engine key (default: the model's DEFAULT_ENGINE, else svi)")
     f.add_argument("--epochs", type=int)
     f.add_argument("--batch-size", type=int)
@@ -63,13 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     pyro.settings.set(module_local_params=True)
     try:
         if args.command == "list":
-            for title, table in (("models", {k: _first_line(m.__doc__) for k, m in MODELS.items()}),
-                                 ("engines", {k: _first_line(e.__module__ and sys.modules[e.__module__].__doc__)
-                                              for k, e in ENGINES.items()}),
-                                 ("datasets", datasets.DATASETS)):
-                print(f"{title}:")
-                for key, text in table.items():
-                    print(f"  {key:18s} {text}")
+            _print_list()
             return 0
         if args.command == "fit":
             out = runs.fit(
@@ -85,20 +81,45 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as err:
         print(f"aezoo: error: {err}", file=sys.stderr)
         return 2
-    if "num_draws" in metrics:  # MCMC
-        if metrics.get("test_log_predictive") is not None:
-            print(f"test posterior predictive log p(x | data): {metrics['test_log_predictive']:.3f} nats per datum")
-        r_hat, ess = metrics["r_hat_max"], metrics["ess_bulk_min"]
-        print(f"MCMC: {metrics['num_chains']} chains x {metrics['num_draws']} draws, R-hat max "
-              f"{'n/a (one chain)' if r_hat is None else f'{r_hat:.3f}'}, min bulk ESS "
-              f"{'n/a' if ess is None else f'{ess:.0f}'}")
-    elif "test_log_likelihood" not in metrics:  # global latents: the ELBO only
-        print(f"test ELBO: {metrics['test_elbo']:.3f} nats per datum")
-    elif metrics.get("test_log_likelihood") is None and "test_reconstruction" in metrics:  # deterministic guide
-        print(f"test reconstruction log p(x | encoder(x)): {metrics['test_reconstruction']:.3f} nats per datum "
-              f"({metrics['note']})")
-    else:
-        print(f"test log-likelihood: {metrics['test_log_likelihood']:.3f} nats per datum "
-              f"(K={metrics['num_particles']}, test ELBO {metrics['test_elbo']:.3f})")
+    print(_headline(metrics))
     print(f"report: {out}/report.html")
     return 0
+
+
+def _headline(metrics: dict) -> str:
+    """The one line ``aezoo fit`` / ``eval`` prints, by the kind of evaluation."""
+    kind = metrics["kind"]
+    if kind == "mcmc":
+        r_hat, ess = metrics["r_hat_max"], metrics["ess_bulk_min"]
+        lines = []
+        if metrics.get("test_log_predictive") is not None:
+            lines.append(f"test posterior predictive log p(x | data): {metrics['test_log_predictive']:.3f} nats per "
+                         "datum")
+        lines.append(f"MCMC: {metrics['num_chains']} chains x {metrics['num_draws']} draws, R-hat max "
+                     f"{'n/a (one chain)' if r_hat is None else f'{r_hat:.3f}'}, min bulk ESS "
+                     f"{'n/a' if ess is None else f'{ess:.0f}'}")
+        return "\n".join(lines)
+    if kind == "elbo":
+        return f"test ELBO: {metrics['test_elbo']:.3f} nats per datum"
+    if kind == "reconstruction":
+        return (f"test reconstruction log p(x | encoder(x)): {metrics['test_reconstruction']:.3f} nats per datum "
+                f"({metrics['note']})")
+    given = f" | {', '.join(metrics['covariates'])}" if metrics.get("covariates") else ""
+    unit = "sequence" if kind == "sequence" else "datum"
+    return (f"test log-likelihood log p(x{given}): {metrics['test_log_likelihood']:.3f} nats per {unit} "
+            f"(K={metrics['num_particles']}, test ELBO {metrics['test_elbo']:.3f})")
+
+
+def _print_list() -> None:
+    """Models with the datasets and engines that apply to each, then engines and datasets."""
+    print("models:")
+    for key, module in MODELS.items():
+        data, engines = applicable(key)
+        print(f"  {key:18s} {_first_line(module.__doc__)}")
+        print(f"  {'':18s}   datasets: {', '.join(data) or 'none'}; engines: {', '.join(engines)}")
+    print("engines:")
+    for key, engine in ENGINES.items():
+        print(f"  {key:18s} {_first_line(sys.modules[engine.__module__].__doc__)}")
+    print("datasets (or any .npz / .npy file: aezoo fit MODEL --data FILE):")
+    for key, source in datasets.DATASETS.items():
+        print(f"  {key:18s} {source.description}")

@@ -1,4 +1,7 @@
-"""The map room: the Autoencoder type, the Engine protocol, FitResult, configs and save/load."""
+"""The map room: the Autoencoder type, covariates, the Engine protocol, FitResult, configs and save.
+
+:func:`aezoo.load` (rebuilding a saved run) lives beside the model registry in :mod:`aezoo.models`.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,37 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
+COVARIATE_KINDS = ("label", "continuous", "mask", "time")
+
+
+@dataclass(frozen=True)
+class Covariate:
+    """A named input that a model consumes after ``x``: ``(x, *covariates, num_data=None)``.
+
+    Covariates are optional by design, as in Pyro's ``contrib/cevae``: a model is called with
+    ``None`` for one the data lack, and then samples (or enumerates) it, uses a stated default, or
+    raises a ``ValueError`` naming it. ``required`` says which of these a model does: True when
+    it raises, so that ``aezoo list`` and ``aezoo fit`` can tell which data sets apply.
+
+    Attributes:
+        name: ``"y"`` (labels), ``"c"`` (continuous conditions), ``"mask"``, ``"t"`` (times), ...
+        kind: one of :data:`COVARIATE_KINDS`: ``label`` ``(N,)`` int64 in ``[0, num_classes)``;
+            ``continuous`` ``(N,)`` or ``(N, D_c)`` float; ``mask`` bool, ``x``'s shape, True where
+            observed; ``time`` ``(N, T)`` float.
+        required: the model raises when it is ``None`` (otherwise it samples it or uses a default).
+        doc: what the model does with it, and with ``None``.
+    """
+
+    name: str
+    kind: str
+    required: bool = False
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in COVARIATE_KINDS:
+            raise ValueError(f"unknown covariate kind {self.kind!r}; choose one of {COVARIATE_KINDS}")
+
+
 class Autoencoder(PyroModule):
     """A generative model p(x, z) paired with an amortized guide q(z | x).
 
@@ -30,14 +64,23 @@ class Autoencoder(PyroModule):
         guide: the amortized guide over the model's latent sites.
         config: the frozen dataclass the pair was built from.
         name: the registry key of the model, e.g. ``"vae"``.
+        covariates: what follows ``x`` in every call, in order (:class:`Covariate`); runs,
+            engines and diagnostics pass exactly these, by name.
     """
 
-    def __init__(self, model: PyroModule, guide: PyroModule, config: Any, name: str) -> None:
+    def __init__(self, model: PyroModule, guide: PyroModule, config: Any, name: str,
+                 covariates: tuple[Covariate, ...] = ()) -> None:
         super().__init__()
         self.model = model
         self.guide = guide
         self.config = config
         self.name = name
+        self.covariates = tuple(covariates)
+
+    @property
+    def covariate_names(self) -> tuple[str, ...]:
+        """The names of :attr:`covariates`, in call order."""
+        return tuple(c.name for c in self.covariates)
 
     def forward(self, x: Tensor, *covariates: Tensor, num_data: int | None = None):
         return self.model(x, *covariates, num_data=num_data)
@@ -49,6 +92,9 @@ class Autoencoder(PyroModule):
             check(x, *covariates)
 
 
+FIT_KINDS = ("optimisation", "posterior_draws")
+
+
 @dataclass
 class FitResult:
     """What an engine returns.
@@ -57,11 +103,52 @@ class FitResult:
         losses: ``(E,)`` negative bound per epoch, nats per datum; empty for MCMC.
         samples: MCMC draws, site -> ``(C, S, *site_shape)``; empty for optimisation.
         stats: engine-specific values, e.g. ``{"train_seconds": ()}``.
+        kind: ``"optimisation"`` (trained parameters, ``losses``) or ``"posterior_draws"``
+            (``samples`` of the latent sites; parameters unchanged).
     """
 
     losses: Tensor
     samples: dict[str, Tensor] = field(default_factory=dict)
     stats: dict[str, Tensor] = field(default_factory=dict)
+    kind: str = "optimisation"
+
+    def __post_init__(self) -> None:
+        if self.kind not in FIT_KINDS:
+            raise ValueError(f"unknown FitResult kind {self.kind!r}; choose one of {FIT_KINDS}")
+
+    def flat_samples(self) -> dict[str, Tensor]:
+        """:attr:`samples` with chains one after another: site -> ``(C * S, ...)``."""
+        return flatten_draws(self.samples)
+
+
+def flatten_draws(samples: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Site -> ``(C, S, ...)`` draws as site -> ``(C * S, ...)``, chains one after another."""
+    return {k: v.reshape(-1, *v.shape[2:]) for k, v in samples.items()}
+
+
+Data = tuple  # (x, *covariates): tensors with the datum first, None for an absent covariate
+
+
+def rows(data: Data, index) -> Data:
+    """Each tensor of ``data`` indexed by ``index`` (a slice or index tensor) on its first dim; None stays None."""
+    return tuple(None if d is None else d[index] for d in data)
+
+
+def to_device(data: Data, device) -> Data:
+    """Each tensor of ``data`` moved to ``device``; None stays None."""
+    return tuple(None if d is None else d.to(device) for d in data)
+
+
+def check_lengths(data: Data) -> int:
+    """``N``, the common length of the tensors of ``data``; ``ValueError`` naming the lengths otherwise."""
+    if not data or data[0] is None:
+        raise ValueError("fit and the diagnostics need at least the data tensor x")
+    n = len(data[0])
+    bad = [i for i, d in enumerate(data) if d is not None and len(d) != n]
+    if bad:
+        raise ValueError(f"every covariate needs one row per datum: x has {n} rows but covariate(s) at position(s) "
+                         f"{bad} have {[len(data[i]) for i in bad]}")
+    return n
 
 
 class Engine(Protocol):
@@ -188,29 +275,3 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} is corrupt or not an aezoo checkpoint ({err.__class__.__name__}: {err}); "
             "delete it and fit again"
         ) from err
-
-
-def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Autoencoder:
-    """Rebuild the autoencoder of a run folder written by :func:`save` or ``aezoo fit``.
-
-    Raises:
-        FileNotFoundError: the folder has no ``config.json`` or ``checkpoint.pt``.
-        RuntimeError: a corrupt checkpoint, or one that does not match the config.
-    """
-    from aezoo.models import MODELS
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / CONFIG_FILE
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
-    spec = json.loads(cfg_path.read_text())["model"]
-    if spec["name"] not in MODELS:
-        raise ValueError(f"unknown model {spec['name']!r} in {cfg_path}; known: {sorted(MODELS)}")
-    module = MODELS[spec["name"]]
-    ae = module.build(config_from_dict(module.Config, spec["config"]))
-    state = load_checkpoint(run_dir / CHECKPOINT_FILE)
-    try:
-        ae.load_state_dict(state["model"])
-    except (KeyError, RuntimeError) as err:
-        raise RuntimeError(f"checkpoint in {run_dir} does not match its config.json: {err}") from err
-    return ae.to(device)

@@ -1,9 +1,15 @@
-"""How :func:`aezoo.runs.evaluate` writes a run's results, and its variants for runs the suite does not cover.
+"""How :func:`aezoo.runs.evaluate` evaluates a run and writes its results, one variant per kind of run.
 
-The diagnostics suite (:mod:`aezoo.diagnostics.suite`) needs data ``(N, D_x)`` and latents inside
-the ``"data"`` plate. The variants here cover MCMC runs (convergence summary, trace and rank plots,
-posterior prediction), sequence data with a mask (log p of the observed entries, imputation error)
-and models with global latents or covariates (the test ELBO).
+:func:`evaluate` picks the variant from what the run is, never from metric names, and records it
+as ``metrics["kind"]`` (one of :data:`KINDS`); :func:`header` writes the keys every variant shares.
+
+- ``importance``: the diagnostics suite (:mod:`aezoo.diagnostics.suite`) on ``(x, *covariates)``
+  with every latent inside the ``"data"`` plate: importance-sampled log p(x | covariates), bounds,
+  latents, k-hat, predictive checks;
+- ``reconstruction``: the same suite for a point-mass (Delta) guide, which has no log p(x);
+- ``elbo``: models with global latents (a global latent couples the data): the test ELBO;
+- ``sequence``: sequence data ``(N, T, D_x)``: log p of the observed entries, imputation error;
+- ``mcmc``: posterior draws (an MCMC engine): convergence summary, trace/rank plots, prediction.
 """
 
 from __future__ import annotations
@@ -18,15 +24,53 @@ import torch
 
 from aezoo import data as datasets
 from aezoo import plots, report
-from aezoo.core import load_checkpoint
-from aezoo.diagnostics import likelihood, reconstruct, suite
+from aezoo.core import CONFIG_FILE, Data, load_checkpoint, rows, to_device
+from aezoo.diagnostics import generate, likelihood, reconstruct, suite
 from aezoo.diagnostics._traces import evaluating
 from aezoo.inference import ENGINES
-from aezoo.inference.importance import guide_sites
 from aezoo.models import MODELS
 from aezoo.sequence import impute
+from aezoo.traces import guide_sites
 
 SAMPLES_FILE = "posterior_samples.pt"
+KINDS = ("importance", "reconstruction", "elbo", "sequence", "mcmc")
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """A run folder's ``config.json``.
+
+    Raises:
+        FileNotFoundError: no ``config.json``. ValueError: it is not valid JSON (says what to do).
+    """
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is corrupt ({err}); delete the run folder and fit again") from err
+
+
+def header(kind: str, config: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """The metrics every kind of run reports first: what ran, on what, for how long."""
+    losses = state.get("losses", torch.zeros(0))
+    return {"kind": kind, "model": config["model"]["name"], "engine": config["engine"]["name"],
+            "data": config["data"]["name"], "binarize": config["data"]["binarize"], "epochs": len(losses),
+            "final_train_loss": losses[-1].item() if len(losses) else None,
+            "train_seconds": state.get("train_seconds")}
+
+
+def evaluate(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: dict[str, Any],
+             state: dict[str, Any], num_particles: int) -> dict[str, Any]:
+    """Run the variant that fits the run (module docstring) and write its results."""
+    start = time.perf_counter()
+    if (run_dir / SAMPLES_FILE).exists():
+        return mcmc(run_dir, ae, dataset, test, config, state, start)
+    if dataset.layout == "sequences":
+        return sequences(run_dir, ae, dataset, test, config, state, start, num_particles)
+    if has_global_latents(ae, test):
+        return elbo(run_dir, ae, dataset, test, config, state, start)
+    return importance(run_dir, ae, dataset, test, config, state, start, num_particles)
 
 
 def write(run_dir: Path, metrics: dict[str, Any], diag: dict[str, Any], config: dict[str, Any],
@@ -40,89 +84,111 @@ def write(run_dir: Path, metrics: dict[str, Any], diag: dict[str, Any], config: 
     return metrics
 
 
-def mcmc(run_dir: Path, ae, dataset: datasets.Dataset, config: dict[str, Any], state: dict[str, Any],
-                   start: float) -> dict[str, Any]:
-    """:func:`aezoo.runs.evaluate` for an MCMC run: convergence summary, trace/rank plots, posterior prediction."""
+def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: dict[str, Any],
+               state: dict[str, Any], start: float, num_particles: int) -> dict[str, Any]:
+    """The suite on the test data and covariates: log p(x | covariates) by importance sampling, and the rest."""
+    diag = suite.run(ae, test, run_dir, suite.Config(num_particles=num_particles), dataset.test_labels,
+                     dataset.image_shape)
+    ll = diag["log_likelihood"]
+    metrics: dict[str, Any] = {
+        **header(diag["kind"], config, state),
+        "covariates": list(ae.covariate_names),
+        "num_test": ll["num_data"], "num_particles": num_particles,
+        "test_log_likelihood": ll["log_likelihood"], "test_log_likelihood_se": ll["log_likelihood_se"],
+        "test_log_likelihood_mcse": ll["log_likelihood_mcse"], "test_elbo": ll["elbo"],
+        "inference_gap": ll["inference_gap"], "active_units": diag["latent"]["active_units"],
+        "khat_share_above_0.7": diag["guide_quality"]["share_above"],
+    }
+    if diag["kind"] == "reconstruction":  # a deterministic guide: no log p(x) estimate, the reconstruction instead
+        metrics.update(note=diag["note"], test_reconstruction=ll["reconstruction"])
+    exact = getattr(ae.model, "exact_log_marginal", None)
+    device = next(ae.parameters()).device
+    if exact is not None:
+        with torch.no_grad():
+            metrics["exact_test_log_likelihood"] = exact(*to_device(test, device)).mean().item()
+    shown = to_device(rows(test, slice(0, 10)), device)
+    plots.image_grid([("data", shown[0]), ("reconstruction", reconstruct(ae, *shown))], run_dir / "reconstructions.png",
+                     dataset.image_shape, "test data and reconstructions (decoder mean at z ~ q(z | x))")
+    plots.samples_grid(generate(ae, *to_device(rows(test, slice(0, 64)), device)), run_dir / "samples.png",
+                       dataset.image_shape, "decoder mean at z ~ p(z" + (" | covariates)" if ae.covariates else ")"))
+    metrics["eval_seconds"] = time.perf_counter() - start
+    return write(run_dir, metrics, diag, config, state.get("losses"))
+
+
+def mcmc(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: dict[str, Any], state: dict[str, Any],
+         start: float) -> dict[str, Any]:
+    """Convergence summary, trace/rank plots and posterior prediction of an MCMC run."""
     posterior = load_checkpoint(run_dir / SAMPLES_FILE)
     predict = getattr(MODELS[config["model"]["name"]], "predict", None)
-    diag = suite.run_mcmc(ae, posterior["samples"], posterior["stats"], dataset.test, run_dir, predict)
-    mcmc, prediction = diag["mcmc"], diag.get("prediction", {})
+    diag = suite.run_mcmc(ae, posterior["samples"], posterior["stats"], test, run_dir, predict)
+    summary, prediction = diag["mcmc"], diag.get("prediction", {})
     metrics: dict[str, Any] = {
-        "model": config["model"]["name"], "engine": config["engine"]["name"], "data": config["data"]["name"],
-        "binarize": config["data"]["binarize"], "num_test": prediction.get("num_data"),
+        **header("mcmc", config, state), "num_test": prediction.get("num_data"),
         "test_log_predictive": prediction.get("log_predictive"),
         "test_log_predictive_se": prediction.get("log_predictive_se"),
         "test_squared_error": prediction.get("squared_error"),
-        "r_hat_max": mcmc["r_hat_max"], "ess_bulk_min": mcmc["ess_bulk_min"], "ess_tail_min": mcmc["ess_tail_min"],
-        "divergences": mcmc.get("divergences"), "num_chains": mcmc["num_chains"], "num_draws": mcmc["num_draws"],
-        "train_seconds": state.get("train_seconds"), "eval_seconds": time.perf_counter() - start,
+        "r_hat_max": summary["r_hat_max"], "ess_bulk_min": summary["ess_bulk_min"],
+        "ess_tail_min": summary["ess_tail_min"], "divergences": summary.get("divergences"),
+        "num_chains": summary["num_chains"], "num_draws": summary["num_draws"],
     }
     if predict is not None:
-        shown = dataset.test[:10].to(next(ae.parameters()).device)
-        plots.image_grid([("data", shown), ("reconstruction", predict(ae, posterior["samples"], shown)[0])],
+        shown = to_device(rows(test, slice(0, 10)), next(ae.parameters()).device)
+        mean = predict(ae, posterior["samples"], shown[0], covariates=shown[1:])[0]
+        plots.image_grid([("data", shown[0]), ("reconstruction", mean)],
                          run_dir / "reconstructions.png", dataset.image_shape,
                          "test data and posterior predictive means")
+    metrics["eval_seconds"] = time.perf_counter() - start
     return write(run_dir, metrics, diag, config)
 
 
-def has_global_latents(ae, dataset: datasets.Dataset) -> bool:
+def has_global_latents(ae, data: Data) -> bool:
     """True when a guide site lies outside the ``"data"`` plate (e.g. Bayesian weights, inducing values)."""
     with evaluating(ae) as device:
-        sites = guide_sites(ae, *(d[:2].to(device) for d in (dataset.test, *dataset.test_covariates)))
+        sites = guide_sites(ae, *to_device(rows(data, slice(0, 2)), device))
     return any(not any(f.name == "data" for f in s["cond_indep_stack"]) for s in sites.values())
 
 
-def elbo(run_dir: Path, ae, dataset: datasets.Dataset, config: dict[str, Any], state: dict[str, Any],
-                   start: float) -> dict[str, Any]:
-    """:func:`aezoo.runs.evaluate` for models with global latents or covariates: the test ELBO and reconstructions.
+def elbo(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: dict[str, Any], state: dict[str, Any],
+         start: float) -> dict[str, Any]:
+    """The test ELBO and reconstructions of a model with global latents.
 
     Per-datum importance sampling needs every latent inside the ``"data"`` plate (a global latent
     couples the data), so the suite is not run; the test ELBO counts the global latents' KL once
     over the test set (``num_data`` = its size).
     """
-    data = (dataset.test, *dataset.test_covariates)
-    elbo = ENGINES["svi"](progress=False)
+    bound = ENGINES["svi"](progress=False)
     with evaluating(ae) as device:
-        data = tuple(d.to(device) for d in data)
+        data = to_device(test, device)
         with torch.no_grad():
-            loss = torch.stack([elbo.loss(ae, *data, num_data=len(data[0])) for _ in range(10)]).mean().item()
-        shown = reconstruct(ae, *(d[:10] for d in data))
-    losses = state.get("losses", torch.zeros(0))
-    metrics: dict[str, Any] = {
-        "model": config["model"]["name"], "engine": config["engine"]["name"], "data": config["data"]["name"],
-        "num_test": len(data[0]), "test_elbo": -loss, "epochs": len(losses),
-        "final_train_loss": losses[-1].item() if len(losses) else None, "train_seconds": state.get("train_seconds"),
-        "eval_seconds": time.perf_counter() - start,
-    }
-    diag = {"note": "global latents or covariates: the test ELBO (mean of 10 estimates, nats per datum) and "
-                    "reconstructions; per-datum importance sampling does not apply"}
-    plots.image_grid([("data", dataset.test[:10]), ("reconstruction", shown.cpu())], run_dir / "reconstructions.png",
+            loss = torch.stack([bound.loss(ae, *data, num_data=len(data[0])) for _ in range(10)]).mean().item()
+        shown = reconstruct(ae, *rows(data, slice(0, 10)))
+    metrics: dict[str, Any] = {**header("elbo", config, state), "num_test": len(data[0]), "test_elbo": -loss,
+                               "eval_seconds": time.perf_counter() - start}
+    diag = {"note": "global latents: the test ELBO (mean of 10 estimates, nats per datum) and reconstructions; "
+                    "per-datum importance sampling does not apply"}
+    plots.image_grid([("data", test[0][:10]), ("reconstruction", shown.cpu())], run_dir / "reconstructions.png",
                      dataset.image_shape, "test data and reconstructions (decoder mean at z ~ q(z | x))")
-    return write(run_dir, metrics, diag, config, losses)
+    return write(run_dir, metrics, diag, config, state.get("losses"))
 
 
-def sequences(run_dir: Path, ae, dataset: datasets.Dataset, config: dict[str, Any], state: dict[str, Any],
-                        start: float, num_particles: int) -> dict[str, Any]:
-    """:func:`aezoo.runs.evaluate` for sequence data with a mask: log p(observed x), ELBO, imputation error, a figure.
+def sequences(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: dict[str, Any],
+              state: dict[str, Any], start: float, num_particles: int) -> dict[str, Any]:
+    """log p(observed x), ELBO, imputation error and a figure for sequence data with a mask.
 
     The image and latent diagnostics of the suite assume ``(B, D_x)`` data and are not computed.
     """
-    x, covariates = dataset.test, dataset.test_covariates
-    est = likelihood.importance_estimate(ae, x, *covariates, num_particles=num_particles).to_dict()
-    losses = state.get("losses", torch.zeros(0))
+    x, mask = test[0], dataset.test_covariates.get("mask")
+    est = likelihood.importance_estimate(ae, *test, num_particles=num_particles).to_dict()
     metrics: dict[str, Any] = {
-        "model": config["model"]["name"], "engine": config["engine"]["name"], "data": config["data"]["name"],
-        "num_test": est["num_data"], "num_particles": num_particles,
+        **header("sequence", config, state), "num_test": est["num_data"], "num_particles": num_particles,
         "test_log_likelihood": est["log_likelihood"], "test_log_likelihood_se": est["log_likelihood_se"],
         "test_log_likelihood_mcse": est["log_likelihood_mcse"], "test_elbo": est["elbo"],
-        "observed_entries_per_sequence": covariates[0].sum().item() / len(x),
-        "epochs": len(losses), "final_train_loss": losses[-1].item() if len(losses) else None,
-        "train_seconds": state.get("train_seconds"),
+        "observed_entries_per_sequence": (x.numel() if mask is None else mask.sum().item()) / len(x),
     }
     diag: dict[str, Any] = {"log_likelihood": est, "note": "sequence data: log p(x) of the observed entries, nats "
                                                             "per sequence; image and latent diagnostics not computed"}
-    if hasattr(ae.guide, "posterior") and dataset.test_truth is not None:
-        mask, truth = covariates[0], dataset.test_truth
+    if hasattr(ae.guide, "posterior") and dataset.test_truth is not None and mask is not None:
+        truth = dataset.test_truth
         with evaluating(ae) as device:
             filled = impute(ae, x.to(device), mask.to(device)).cpu()
         missing = ~mask
@@ -133,7 +199,7 @@ def sequences(run_dir: Path, ae, dataset: datasets.Dataset, config: dict[str, An
                               ("imputed", filled[0])], run_dir / "reconstructions.png", dataset.image_shape,
                              "one test sequence: observed entries (missing as 0), the truth, the imputation")
     metrics["eval_seconds"] = time.perf_counter() - start
-    return write(run_dir, metrics, diag, config, losses)
+    return write(run_dir, metrics, diag, config, state.get("losses"))
 
 
 def finite(value: Any) -> Any:

@@ -17,24 +17,37 @@ from torch import Tensor
 LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "gaussian")
 
 
-def x_dist(likelihood: str, out: Tensor, scale: Tensor | None = None) -> dist.Distribution:
+def x_dist(likelihood: str, out: Tensor, scale: Tensor | None = None, mask: Tensor | None = None,
+           event_dims: int = 1) -> dist.Distribution:
     """The distribution of ``x`` given the decoder output.
 
     Args:
         likelihood: one of :data:`LIKELIHOODS`.
-        out: decoder output ``(..., B, D_x)``: logits (Bernoulli kinds) or mean (Gaussian).
+        out: decoder output ``(..., B, D_x)`` (or ``(..., B, T, D_x)``): logits (Bernoulli kinds)
+            or mean (Gaussian).
         scale: ``(D_x,)`` standard deviation, used by ``gaussian`` only.
+        mask: bool, ``x``'s shape, True where an entry counts; elsewhere its log density is 0. None: all count.
+        event_dims: the trailing dims of ``out`` that form one datum (1 for vectors, 2 for sequences).
 
     Returns:
-        A distribution with event shape ``(D_x,)``.
+        A distribution with event shape ``out.shape[-event_dims:]``.
     """
     if likelihood == "bernoulli":
-        return dist.Bernoulli(logits=out).to_event(1)
-    if likelihood == "continuous_bernoulli":
-        return dist.ContinuousBernoulli(logits=out).to_event(1)
-    if likelihood == "gaussian":
-        return dist.Normal(out, scale).to_event(1)
-    raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+        base = dist.Bernoulli(logits=out)
+    elif likelihood == "continuous_bernoulli":
+        base = dist.ContinuousBernoulli(logits=out)
+    elif likelihood == "gaussian":
+        base = dist.Normal(out, scale)
+    else:
+        raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
+    return (base if mask is None else base.mask(mask)).to_event(event_dims)
+
+
+def check_mask(mask: Tensor | None, x: Tensor) -> None:
+    """``ValueError`` unless ``mask`` is None or bool of ``x``'s shape."""
+    if mask is not None and (mask.shape != x.shape or mask.dtype != torch.bool):
+        raise ValueError(f"the mask must be bool of the data's shape {tuple(x.shape)}, got {mask.dtype} "
+                         f"{tuple(mask.shape)}")
 
 
 def check_x(x: Tensor, x_dim: int, likelihood: str) -> None:

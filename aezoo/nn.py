@@ -1,9 +1,14 @@
-"""Plain torch networks shared by the zoo's models and guides (no Pyro here)."""
+"""Plain torch networks shared by the zoo's models and guides (no Pyro here): MLPs and conv nets.
+
+Models choose with a config field ``network`` (``"mlp"`` or ``"conv"``) through
+:func:`encoder_network` and :func:`decoder_network`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -32,11 +37,142 @@ class MLP(nn.Sequential):
     """
 
     def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "tanh"):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        act = _activation(activation)
         sizes = [in_dim, *hidden_dims]
         layers: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(a, b), act()]
         layers.append(nn.Linear(sizes[-1], out_dim))
         super().__init__(*layers)
+
+
+NETWORKS = ("mlp", "conv")
+
+
+def _activation(name: str) -> type[nn.Module]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def _conv_sizes(image_shape: Sequence[int], channels: Sequence[int]) -> tuple[int, int, int]:
+    """Channels and height, width after ``len(channels)`` stride-2 convolutions; ValueError if a side is odd."""
+    if len(image_shape) != 2 or not channels:
+        raise ValueError(f"conv networks need image_shape (H, W) and at least one channel size, got {image_shape} "
+                         f"and {channels}")
+    h, w = image_shape
+    for _ in channels:
+        if h % 2 or w % 2:
+            raise ValueError(f"conv networks halve the image {len(channels)} times: {tuple(image_shape)} does not "
+                             f"divide by {2 ** len(channels)}; use fewer channels or network=mlp")
+        h, w = h // 2, w // 2
+    return channels[-1], h, w
+
+
+class ConvEncoder(nn.Module):
+    """Strided convolutions over a flat image, then an MLP head: ``(..., H W C_in) [+ extra] -> (..., out_dim)``.
+
+    Each of ``channels`` is a 4x4 convolution with stride 2 and padding 1 (halving each side) and
+    the activation, as in the convolutional VAEs of PyTorch-VAE and pythae; the features,
+    concatenated with ``extra`` inputs (e.g. a condition), go through ``MLP(., hidden_dims, out_dim)``.
+
+    Args:
+        image_shape: ``(H, W)``; the input's last dim is ``in_channels * H * W`` (channel-major).
+        channels: output channels of the convolutions, e.g. ``(32, 64)``.
+        hidden_dims, out_dim, activation: the MLP head.
+        extra_dim: size of the extra input (0: none).
+        in_channels: image channels.
+
+    Raises:
+        ValueError: a side that does not divide by ``2 ** len(channels)``, or an unknown activation.
+    """
+
+    def __init__(self, image_shape: Sequence[int], channels: Sequence[int], hidden_dims: Sequence[int], out_dim: int,
+                 activation: str = "relu", extra_dim: int = 0, in_channels: int = 1) -> None:
+        super().__init__()
+        c, h, w = _conv_sizes(image_shape, channels)
+        act = _activation(activation)
+        layers: list[nn.Module] = []
+        for a, b in zip([in_channels, *channels[:-1]], channels):
+            layers += [nn.Conv2d(a, b, 4, stride=2, padding=1), act()]
+        self.shape = (in_channels, *image_shape)
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.head = MLP(c * h * w + extra_dim, hidden_dims, out_dim, activation)
+
+    def forward(self, x, extra=None):
+        features = self.conv(x.reshape(-1, *self.shape)).reshape(*x.shape[:-1], -1)
+        if extra is not None:
+            lead = torch.broadcast_shapes(features.shape[:-1], extra.shape[:-1])
+            features = torch.cat([features.expand(*lead, -1), extra.expand(*lead, -1)], -1)
+        return self.head(features)
+
+
+class ConvDecoder(nn.Module):
+    """An MLP, then transposed convolutions up to a flat image: ``(..., in_dim) -> (..., out_channels H W)``.
+
+    The mirror of :class:`ConvEncoder`: ``MLP(in_dim, hidden_dims, C h w)`` and the activation, then a
+    4x4 transposed convolution with stride 2 and padding 1 per channel size (doubling each side),
+    the last one to ``out_channels`` without activation (logits or means).
+
+    Args:
+        in_dim: input size (latent, and condition if any).
+        image_shape, channels: as for :class:`ConvEncoder` (``channels`` in encoder order).
+        hidden_dims, activation: the MLP body.
+        out_channels: image channels.
+    """
+
+    def __init__(self, in_dim: int, image_shape: Sequence[int], channels: Sequence[int], hidden_dims: Sequence[int],
+                 activation: str = "relu", out_channels: int = 1) -> None:
+        super().__init__()
+        c, h, w = _conv_sizes(image_shape, channels)
+        act = _activation(activation)
+        self.start = (c, h, w)
+        self.body = nn.Sequential(MLP(in_dim, hidden_dims, c * h * w, activation), act())
+        sizes = [*channels[::-1], out_channels]
+        layers: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
+            if i < len(sizes) - 2:
+                layers.append(act())
+        self.deconv = nn.Sequential(*layers, nn.Flatten())
+
+    def forward(self, z):
+        lead = z.shape[:-1]
+        return self.deconv(self.body(z).reshape(-1, *self.start)).reshape(*lead, -1)
+
+
+def encoder_network(network: str, in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str,
+                    image_shape: Sequence[int] | None = None, channels: Sequence[int] = (32, 64),
+                    extra_dim: int = 0) -> nn.Module:
+    """An encoder ``(..., in_dim [+ extra_dim]) -> (..., out_dim)``: :class:`MLP` or :class:`ConvEncoder`.
+
+    With ``network="mlp"`` an extra input is concatenated before the first layer (call it with
+    ``torch.cat([x, extra], -1)``); with ``"conv"`` it joins after the convolutions (``net(x, extra)``).
+
+    Raises:
+        ValueError: unknown network, or ``conv`` without ``image_shape``.
+    """
+    if network == "mlp":
+        return MLP(in_dim + extra_dim, hidden_dims, out_dim, activation)
+    if network == "conv":
+        if image_shape is None or image_shape[0] * image_shape[1] != in_dim:
+            raise ValueError(f"network=conv needs model.image_shape with H * W = D_x = {in_dim}, got {image_shape}; "
+                             "set e.g. --set model.image_shape=28,28 (image data sets set it)")
+        return ConvEncoder(image_shape, channels, hidden_dims, out_dim, activation, extra_dim)
+    raise ValueError(f"unknown network {network!r}; choose one of {NETWORKS}")
+
+
+def decoder_network(network: str, in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str,
+                    image_shape: Sequence[int] | None = None, channels: Sequence[int] = (32, 64)) -> nn.Module:
+    """A decoder ``(..., in_dim) -> (..., out_dim)``: :class:`MLP` (``hidden_dims`` reversed) or :class:`ConvDecoder`.
+
+    Raises:
+        ValueError: unknown network, or ``conv`` without a matching ``image_shape``.
+    """
+    if network == "mlp":
+        return MLP(in_dim, hidden_dims[::-1], out_dim, activation)
+    if network == "conv":
+        if image_shape is None or image_shape[0] * image_shape[1] != out_dim:
+            raise ValueError(f"network=conv needs model.image_shape with H * W = D_x = {out_dim}, got {image_shape}")
+        return ConvDecoder(in_dim, image_shape, channels, hidden_dims[::-1], activation)
+    raise ValueError(f"unknown network {network!r}; choose one of {NETWORKS}")

@@ -72,9 +72,10 @@ class SparseGPPrior(PyroModule):
                    cfg.covariate_range, cfg.jitter, cfg.noise)
 
     def covariates(self, x: Tensor, c: Tensor | None) -> Tensor:
-        """``c`` as ``(B, D_c)``; zeros (every datum at covariate 0) when ``c`` is None."""
+        """``c`` as ``(B, D_c)``; ``ValueError`` naming the covariate when it is None."""
         if c is None:
-            return x.new_zeros(len(x), self.covariate_dim)
+            raise ValueError("the sparse-GP prior needs the covariate 'c' (its GP input, (B,) or (B, D_c), e.g. the "
+                             "rotation angle); use a data set that provides c (rotated_mnist) or pass it")
         return c.reshape(len(c), -1).to(x.dtype)
 
     @torch.no_grad()
@@ -88,7 +89,9 @@ class SparseGPPrior(PyroModule):
         return (c.squeeze(-1) if self.covariate_dim == 1 else c), z
 
     def check_covariates(self, x: Tensor, c: Tensor | None) -> None:
-        if c is not None and (len(c) != len(x) or c.reshape(len(c), -1).shape[-1] != self.covariate_dim):
+        """``ValueError`` unless ``c`` is ``(B,)`` or ``(B, D_c)`` for ``x`` ``(B, ...)``; None is refused."""
+        self.covariates(x, c)
+        if len(c) != len(x) or c.reshape(len(c), -1).shape[-1] != self.covariate_dim:
             raise ValueError(f"expected covariates of shape (B,) or (B, {self.covariate_dim}) with B = {len(x)}, "
                              f"got {tuple(c.shape)}")
 

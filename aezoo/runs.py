@@ -18,30 +18,28 @@ import dataclasses
 import importlib.metadata
 import json
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
 import pyro
-import torch
 
 from aezoo import data as datasets
-from aezoo import evaluations, plots
+from aezoo import evaluations
+from aezoo.catalogue import local_latents
 from aezoo.core import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
+    Autoencoder,
     atomic_torch_save,
-    config_from_dict,
     config_to_dict,
     config_with,
-    load,
     load_checkpoint,
+    to_device,
 )
-from aezoo.diagnostics import generate, reconstruct, suite
 from aezoo.evaluations import SAMPLES_FILE
 from aezoo.inference import ENGINES
-from aezoo.inference.mcmc import McmcEngine, latent_sites
-from aezoo.models import MODELS
+from aezoo.inference.mcmc import McmcEngine
+from aezoo.models import MODELS, load
 
 
 def versions() -> dict[str, str]:
@@ -111,12 +109,12 @@ def fit(
     if engine is None:
         engine, defaults = getattr(MODELS[model], "DEFAULT_ENGINE", ("svi", {}))
     _choose("engine", engine, ENGINES)
-    _choose("dataset", data, datasets.DATASETS)
+    if data not in datasets.DATASETS and not datasets.files.is_file_name(data):
+        _choose("dataset", data, datasets.DATASETS)
     model_sets, engine_sets = _split_settings(settings or {})
     model_cfg = config_with(MODELS[model].Config(), model_sets, "model.")
-    dataset = datasets.load(data, binarize, train_size, test_size, model=model, model_config=model_cfg)
-    if "x_dim" not in model_sets and hasattr(model_cfg, "x_dim"):  # the data decide D_x unless set
-        model_cfg = dataclasses.replace(model_cfg, x_dim=dataset.train.shape[-1])
+    dataset = load_data(data, binarize, train_size, test_size, model, model_cfg)
+    model_cfg = sized_to_data(model_cfg, dataset, model_sets)
     fields = {k: v for k, v in engine_fields.items() if v is not None}
     known = {f.name for f in dataclasses.fields(ENGINES[engine])}
     if set(fields) - known:
@@ -124,7 +122,10 @@ def fit(
                          f"its settings: {', '.join(sorted(known))}")
     engine_obj = dataclasses.replace(ENGINES[engine](), **{**defaults, "seed": seed, "progress": progress, **fields})
     engine_obj = config_with(engine_obj, engine_sets, "engine.")
-    out = Path(out or f"runs/{model}-{engine}-{data}-seed{seed}")
+    pyro.set_rng_seed(seed)
+    ae = MODELS[model].build(model_cfg).to(device)
+    train = covariates_of(ae, dataset, "train")  # refuses data that lack a required covariate, before any write
+    out = Path(out or f"runs/{model}-{engine}-{Path(data).stem}-seed{seed}")
     config = {
         "model": {"name": model, "config": config_to_dict(model_cfg)},
         "engine": {"name": engine, "config": {k: v for k, v in config_to_dict(engine_obj).items() if k != "progress"}},
@@ -135,13 +136,10 @@ def fit(
     _claim(out, config)
     (out / CONFIG_FILE).write_text(json.dumps({**config, "device": device, "versions": versions()}, indent=2) + "\n")
 
-    pyro.set_rng_seed(seed)
-    ae = MODELS[model].build(model_cfg).to(device)
     if isinstance(engine_obj, McmcEngine):
-        result = _sample(ae, engine_obj, dataset, out)
+        result = _sample(ae, engine_obj, train, dataset.transform, out)
     else:
-        result = engine_obj.fit(ae, dataset.train, *dataset.train_covariates, transform=dataset.transform,
-                                checkpoint=out / CHECKPOINT_FILE)
+        result = engine_obj.fit(ae, *train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE)
     with open(out / "losses.csv", "w") as f:
         f.write("epoch,loss_nats_per_datum\n")
         f.writelines(f"{i + 1},{v:.6f}\n" for i, v in enumerate(result.losses.tolist()))
@@ -149,18 +147,58 @@ def fit(
     return out
 
 
-def _sample(ae, engine: McmcEngine, dataset: datasets.Dataset, out: Path):
+def load_data(name: str, binarize: str, train_size: int | None, test_size: int | None, model: str,
+              model_cfg: Any) -> datasets.Dataset:
+    """The data set ``name`` (key or file); ``synthetic`` draws the model's ``example_data`` with its covariates."""
+    module = MODELS[model]
+    options: dict[str, Any] = {}
+    if name == "synthetic":  # the one source whose data come from the model; the data layer imports no model
+        covs = getattr(module, "COVARIATES", ())
+        options = {"example": lambda n, seed: module.example_data(model_cfg, n, seed=seed),
+                   "covariates": tuple(c.name for c in covs), "kinds": {c.name: c.kind for c in covs},
+                   "num_classes": getattr(model_cfg, "num_classes", None)}
+    return datasets.load(name, binarize, train_size, test_size, **options)
+
+
+def sized_to_data(cfg: Any, dataset: datasets.Dataset, explicit: dict[str, str]) -> Any:
+    """``cfg`` with the sizes the data decide unless set: ``x_dim``, ``num_classes``, ``c_dim``, ``image_shape``."""
+    c = dataset.train_covariates.get("c")
+    sizes = {"x_dim": dataset.train.shape[-1], "num_classes": dataset.num_classes,
+             "c_dim": None if c is None else c.reshape(len(c), -1).shape[-1], "image_shape": dataset.image_shape}
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    changes = {k: v for k, v in sizes.items() if k in fields and k not in explicit and v is not None}
+    return dataclasses.replace(cfg, **changes)
+
+
+def covariates_of(ae: Autoencoder, dataset: datasets.Dataset, split: str) -> tuple:
+    """``(x, *covariates)`` of ``split`` in the model's order; None for an optional covariate the data lack.
+
+    Raises:
+        ValueError: the data lack a covariate the model requires, or give one of another kind
+            (the message names the covariate and the data sets that provide it).
+    """
+    for cov in ae.covariates:
+        kind = dataset.kinds.get(cov.name)
+        if kind is None and cov.required:
+            have = [k for k, s in datasets.DATASETS.items() if cov.name in s.covariates]
+            raise ValueError(f"{ae.name} needs the covariate {cov.name!r} ({cov.kind}: {cov.doc}), which "
+                             f"{dataset.name} lacks; use data that provide it ({', '.join(have)}, or a .npz file "
+                             f"with an array {cov.name!r})")
+        if kind is not None and kind != cov.kind:
+            raise ValueError(f"{ae.name} takes the covariate {cov.name!r} as {cov.kind}, but {dataset.name} gives "
+                             f"it as {kind}")
+    return dataset.arrays(split, ae.covariate_names)
+
+
+def _sample(ae, engine: McmcEngine, train: tuple, transform, out: Path):
     """Run an MCMC engine on the training data; write ``posterior_samples.pt`` and ``checkpoint.pt``."""
-    device = next(ae.parameters()).device
-    first = [d[:2].to(device) for d in (dataset.train, *dataset.train_covariates)]
-    local = sorted(n for n, site in latent_sites(ae.model, *first).items()
-                   if any(f.name == "data" for f in site["cond_indep_stack"]))
+    train = to_device(train, next(ae.parameters()).device)
+    local = local_latents(ae, *train)
     if local:
         raise ValueError(f"{ae.name} has local latents {local}: MCMC would sample them for every training point. "
                          "Use an MCMC engine from Python on a handful of points of a trained model (tutorial 04), "
                          "or a model whose latents are all global (bayesian_ae)")
-    result = engine.fit(ae, *(d.to(device) for d in (dataset.train, *dataset.train_covariates)),
-                        transform=dataset.transform, checkpoint=out / "mcmc_checkpoint.pt")
+    result = engine.fit(ae, *train, transform=transform, checkpoint=out / "mcmc_checkpoint.pt")
     atomic_torch_save({"samples": result.samples, "stats": result.stats}, out / SAMPLES_FILE)
     atomic_torch_save({"model": ae.state_dict(), "train_seconds": result.stats["train_seconds"].sum().item()},
                       out / CHECKPOINT_FILE)
@@ -201,9 +239,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a fitted run on its test split with the diagnostics suite.
 
-    Writes ``metrics.json`` (headline numbers), ``diagnostics.json`` (everything the suite
-    computes, see :func:`aezoo.diagnostics.suite.run`), ``posterior.nc`` (ArviZ), the figures and
-    a self-contained ``report.html``.
+    Writes ``metrics.json`` (headline numbers, with ``kind`` saying which evaluation ran),
+    ``diagnostics.json`` (everything computed, see :func:`aezoo.diagnostics.suite.run`),
+    ``posterior.nc`` (ArviZ), the figures and a self-contained ``report.html``. The model's
+    covariates come from the test split, so a conditional model reports log p(x | covariates).
 
     Args:
         run_dir: a run folder written by :func:`fit`.
@@ -212,61 +251,23 @@ def evaluate(
         dataset: the run's dataset if already loaded.
 
     Returns:
-        The metrics: ``test_log_likelihood`` (mean IS estimate, nats per datum), its standard
-        error over test data and its Monte Carlo error, ``test_elbo``, ``num_particles``,
-        ``epochs``, ``train_seconds``, active units, share of Pareto k-hat above 0.7, ...
+        The metrics: ``kind`` (:data:`aezoo.evaluations.KINDS`), ``test_log_likelihood`` (mean IS
+        estimate, nats per datum), its standard error over test data and its Monte Carlo error,
+        ``test_elbo``, ``num_particles``, ``epochs``, ``train_seconds``, active units, share of
+        Pareto k-hat above 0.7, ... (see :mod:`aezoo.evaluations` for each kind).
+
+    Raises:
+        FileNotFoundError: not a run folder. ValueError: a corrupt ``config.json``.
     """
     run_dir = Path(run_dir)
-    config = json.loads((run_dir / CONFIG_FILE).read_text())
+    config = evaluations.read_config(run_dir)
     K = num_particles or config["eval"]["num_particles"]
     spec = config["data"]
-    if dataset is None:
-        model_cfg = config_from_dict(MODELS[config["model"]["name"]].Config, config["model"]["config"])
-        dataset = datasets.load(spec["name"], spec["binarize"], spec["train_size"], spec["test_size"],
-                                model=config["model"]["name"], model_config=model_cfg)
     ae = load(run_dir, device)
+    if dataset is None:
+        dataset = load_data(spec["name"], spec["binarize"], spec["train_size"], spec["test_size"],
+                            config["model"]["name"], ae.config)
     state = load_checkpoint(run_dir / CHECKPOINT_FILE)
-    losses = state.get("losses", torch.zeros(0))
     pyro.set_rng_seed(config["seed"])
-    start = time.perf_counter()
-    if (run_dir / SAMPLES_FILE).exists():
-        return evaluations.mcmc(run_dir, ae, dataset, config, state, start)
-    covariates = dataset.test_covariates
-    if covariates and covariates[0].dtype == torch.bool and covariates[0].shape == dataset.test.shape:
-        return evaluations.sequences(run_dir, ae, dataset, config, state, start, K)
-    if covariates or evaluations.has_global_latents(ae, dataset):
-        return evaluations.elbo(run_dir, ae, dataset, config, state, start)
-    diag = suite.run(ae, dataset.test, run_dir, suite.Config(num_particles=K), dataset.test_labels,
-                     dataset.image_shape)
-    ll = diag["log_likelihood"]
-    metrics: dict[str, Any] = {
-        "model": config["model"]["name"],
-        "engine": config["engine"]["name"],
-        "data": spec["name"],
-        "binarize": spec["binarize"],
-        "num_test": ll["num_data"],
-        "num_particles": K,
-        "test_log_likelihood": ll["log_likelihood"],
-        "test_log_likelihood_se": ll["log_likelihood_se"],
-        "test_log_likelihood_mcse": ll["log_likelihood_mcse"],
-        "test_elbo": ll["elbo"],
-        "inference_gap": ll["inference_gap"],
-        "active_units": diag["latent"]["active_units"],
-        "khat_share_above_0.7": diag["guide_quality"]["share_above"],
-        "epochs": len(losses),
-        "final_train_loss": losses[-1].item() if len(losses) else None,
-        "train_seconds": state.get("train_seconds"),
-        "eval_seconds": time.perf_counter() - start,
-    }
-    if "note" in diag:  # a deterministic guide: no log p(x) estimate, the reconstruction instead
-        metrics.update(note=diag["note"], test_reconstruction=ll["reconstruction"])
-    exact = getattr(ae.model, "exact_log_marginal", None)
-    if exact is not None:
-        with torch.no_grad():
-            metrics["exact_test_log_likelihood"] = exact(dataset.test.to(device)).mean().item()
-    shown = dataset.test[:10].to(device)
-    plots.image_grid([("data", shown), ("reconstruction", reconstruct(ae, shown))], run_dir / "reconstructions.png",
-                     dataset.image_shape, "test data and reconstructions (decoder mean at z ~ q(z | x))")
-    plots.samples_grid(generate(ae, dataset.test[:64].to(device)), run_dir / "samples.png", dataset.image_shape,
-                       "decoder mean at z ~ p(z)")
-    return evaluations.write(run_dir, metrics, diag, config, losses)
+    test = covariates_of(ae, dataset, "test")
+    return evaluations.evaluate(run_dir, ae, dataset, test, config, state, K)

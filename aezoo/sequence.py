@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.distributions import constraints
 from torch.distributions.kl import kl_divergence, register_kl
 
-from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
+from aezoo.likelihoods import LIKELIHOODS, check_mask, check_x, x_dist
 from aezoo.nn import MLP
 
 MATERN_NUS = (0.5, 1.5, 2.5)
@@ -185,9 +185,7 @@ def check_sequence(x: Tensor, mask: Tensor | None, x_dim: int, likelihood: str) 
     if x.dim() != 3 or x.shape[-1] != x_dim:
         raise ValueError(f"expected sequence data of shape (B, T, {x_dim}), got {tuple(x.shape)}; "
                          f"set model.x_dim={x.shape[-1] if x.dim() else '?'} or add a time axis")
-    if mask is not None and (mask.shape != x.shape or mask.dtype != torch.bool):
-        raise ValueError(f"the mask must be bool of the data's shape {tuple(x.shape)}, got {mask.dtype} "
-                         f"{tuple(mask.shape)}")
+    check_mask(mask, x)
     check_x(x.reshape(-1, x_dim), x_dim, likelihood)
 
 
@@ -197,8 +195,7 @@ def masked_x_dist(likelihood: str, out: Tensor, scale: Tensor | None, mask: Tens
     ``out`` is ``(..., B, T, D_x)``; where ``mask`` (``(B, T, D_x)`` bool) is False the log density
     is 0, so the values there do not enter the likelihood.
     """
-    base = x_dist(likelihood, out, scale).base_dist
-    return (base if mask is None else base.mask(mask)).to_event(2)
+    return x_dist(likelihood, out, scale, mask, event_dims=2)
 
 
 class SequenceModel(PyroModule):

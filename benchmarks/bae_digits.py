@@ -49,9 +49,9 @@ import pyro
 import torch
 
 import aezoo
+from aezoo.core import flatten_draws
 from aezoo.diagnostics import importance_estimate
 from aezoo.diagnostics.az import mcmc_summary
-from aezoo.inference.mcmc import flatten_draws
 from aezoo.inference.prior_selection import prior_objective, select_prior
 from aezoo.models import bayesian_ae, vae
 from aezoo.runs import versions

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     pyro.settings.set(module_local_params=True)
     t_start = time.perf_counter()
     ds = load("chorales")
-    (train_mask,), (test_mask,) = ds.train_covariates, ds.test_covariates
+    train_mask, test_mask = ds.train_covariates["mask"], ds.test_covariates["mask"]
     cfg = dmm.Config(z_dim=args.z_dim, rnn_dim=args.rnn_dim, transition_dim=args.transition_dim,
                      emission_dim=args.emission_dim)
     torch.manual_seed(args.seed)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from aezoo import cli
-from aezoo.core import load
+from aezoo.models import load
 
 RUN_FILES = {"config.json", "checkpoint.pt", "losses.csv", "metrics.json", "reconstructions.png", "samples.png",
              "loss.png", "report.html", "diagnostics.json", "posterior.nc"}

@@ -17,10 +17,10 @@ from pyro.poutine.util import prune_subsample_sites
 
 import aezoo.inference
 import aezoo.models
-from aezoo.core import Autoencoder, FitResult, load, save
+from aezoo.core import Autoencoder, FitResult, save
 from aezoo.inference import ENGINES
 from aezoo.inference.mcmc import McmcEngine
-from aezoo.models import MODELS
+from aezoo.models import MODELS, load
 
 MATRIX = [pytest.param(m, e, id=f"{m}-{e}") for m, e in itertools.product(sorted(MODELS), sorted(ENGINES))]
 matrix = pytest.mark.parametrize("model_name, engine_name", MATRIX)
@@ -47,10 +47,10 @@ def skip_pairs_that_do_not_apply(request, tiny, engine):
             pytest.skip(str(err))
 
 
-def traces(ae: Autoencoder, x: torch.Tensor, num_data: int | None = None):
-    """Guide trace and the model trace replayed on it, subsample sites removed."""
-    guide_tr = poutine.trace(ae.guide).get_trace(x, num_data=num_data)
-    model_tr = poutine.trace(poutine.replay(ae.model, trace=guide_tr)).get_trace(x, num_data=num_data)
+def traces(ae: Autoencoder, *data: torch.Tensor, num_data: int | None = None):
+    """Guide trace and the model trace replayed on it, subsample sites removed; ``data`` is ``(x, *covariates)``."""
+    guide_tr = poutine.trace(ae.guide).get_trace(*data, num_data=num_data)
+    model_tr = poutine.trace(poutine.replay(ae.model, trace=guide_tr)).get_trace(*data, num_data=num_data)
     return prune_subsample_sites(guide_tr), prune_subsample_sites(model_tr)
 
 
@@ -59,12 +59,12 @@ def sample_sites(tr) -> dict:
     return {n: s for n, s in tr.nodes.items() if s["type"] == "sample" and not s["infer"].get("is_auxiliary")}
 
 
-def seeded_loss(engine, ae: Autoencoder, x: torch.Tensor, num_data: int, seed: int = 1) -> torch.Tensor:
+def seeded_loss(engine, ae: Autoencoder, data: tuple, num_data: int, seed: int = 1) -> torch.Tensor:
     if not hasattr(engine, "loss"):
         pytest.skip(f"{type(engine).__name__} has no loss (not an optimisation engine)")
-    engine.loss(ae, x, num_data=num_data)  # warm-up: caches (e.g. plate nesting) may draw random numbers
+    engine.loss(ae, *data, num_data=num_data)  # warm-up: caches (e.g. plate nesting) may draw random numbers
     pyro.set_rng_seed(seed)
-    return engine.loss(ae, x, num_data=num_data).detach()
+    return engine.loss(ae, *data, num_data=num_data).detach()
 
 
 # -- registries ---------------------------------------------------------------------------------
@@ -92,6 +92,10 @@ def test_model_module_exports(model_name, tiny):
     assert isinstance(ae, Autoencoder) and ae.name == model_name
     assert ae.config == module.Config(**dataclasses.asdict(ae.config))
     assert all(isinstance(d, torch.Tensor) and len(d) == 20 for d in data)
+    # example_data returns x then exactly the declared covariates, and the module declares what its pair takes
+    assert len(data) == 1 + len(ae.covariates)
+    assert ae.covariates == tuple(getattr(module, "COVARIATES", ()))
+    assert len(set(ae.covariate_names)) == len(ae.covariates) and "x" not in ae.covariate_names
 
 
 # -- model and guide agree ----------------------------------------------------------------------
@@ -103,14 +107,15 @@ def in_data_plate(site: dict) -> bool:
 
 @each_model
 def test_site_names_and_shapes(model_name, tiny):
-    ae, (x, *_) = tiny(model_name, n=6)
-    guide_tr, model_tr = traces(ae, x)
+    ae, data = tiny(model_name, n=6)
+    x = data[0]
+    guide_tr, model_tr = traces(ae, *data)
     sites = sample_sites(model_tr)
     observed = {n for n, s in sites.items() if s["is_observed"]}
     latent = set(sites) - observed
     local = {n for n in latent if in_data_plate(sites[n])}  # the rest are global (e.g. Bayesian weights)
     assert observed and all(n.startswith("x") for n in observed)
-    assert latent and all(n.startswith("z") for n in local)
+    assert latent and all(n.startswith("z") for n in local), "with every covariate given, local latents are z..."
     assert latent == set(sample_sites(guide_tr)), "model and guide must sample the same latents"
     assert sites["x"]["value"].shape == x.shape
     z_dim = getattr(ae.config, "z_dim", None)
@@ -129,9 +134,10 @@ def test_site_names_and_shapes(model_name, tiny):
 @each_model
 def test_model_and_guide_scale_a_minibatch_alike(model_name, tiny):
     # Trap 8: num_data in one of model/guide but not the other is a silent bias.
-    ae, (x, *_) = tiny(model_name, n=5)
+    ae, data = tiny(model_name, n=5)
     num_data = 40
-    guide_tr, model_tr = traces(ae, x, num_data=num_data)
+    guide_tr, model_tr = traces(ae, *data, num_data=num_data)
+    x = data[0]
     for tr in (guide_tr, model_tr):
         for name, site in sample_sites(tr).items():
             assert site["scale"] == (num_data / len(x) if in_data_plate(site) else 1.0), name
@@ -147,7 +153,7 @@ def test_one_epoch_fits(model_name, engine_name, tiny, engine):
     result = eng.fit(ae, *data)
     assert isinstance(result, FitResult)
     if isinstance(eng, McmcEngine):  # draws (C, S, *site_shape) of every latent site, no losses
-        _, model_tr = traces(ae, data[0])
+        _, model_tr = traces(ae, *data)
         latent = {n: s for n, s in sample_sites(model_tr).items() if not s["is_observed"]}
         assert result.losses.numel() == 0 and set(result.samples) == set(latent)
         for name, site in latent.items():
@@ -183,15 +189,16 @@ def test_loss_is_per_datum_whatever_num_data(model_name, engine_name, tiny, engi
     # move with N (it does when model and guide disagree on the plate scale).
     # With global latents (Bayesian weights) the per-datum loss is A + G / N: their KL is paid
     # once per data set; then the loss must be affine in 1 / N with the same slope everywhere.
-    ae, (x, *_) = tiny(model_name, n=8)
+    ae, data = tiny(model_name, n=8)
+    x = data[0]
     eng = engine(engine_name)
-    small, large = seeded_loss(eng, ae, x, num_data=len(x)), seeded_loss(eng, ae, x, num_data=1000)
+    small, large = seeded_loss(eng, ae, data, num_data=len(x)), seeded_loss(eng, ae, data, num_data=1000)
     assert torch.isfinite(large)
-    _, model_tr = traces(ae, x)
+    _, model_tr = traces(ae, *data)
     if all(in_data_plate(s) for s in sample_sites(model_tr).values()):
         torch.testing.assert_close(large, small, rtol=1e-5, atol=1e-6)
         return
-    middle = seeded_loss(eng, ae, x, num_data=100)
+    middle = seeded_loss(eng, ae, data, num_data=100)
     slope = (small - large) / (1 / len(x) - 1 / 1000)
     torch.testing.assert_close((middle - large) / (1 / 100 - 1 / 1000), slope, rtol=1e-4, atol=1e-4)
     assert slope > 0  # the KL of the global latents
@@ -231,8 +238,8 @@ def test_save_load_reproduces_the_loss(model_name, engine_name, tiny, engine, tm
     save(ae, tmp_path / "run")
     loaded = load(tmp_path / "run", device=device)
     assert loaded.name == ae.name and loaded.config == ae.config
-    x, n = data[0], len(data[0])
-    assert torch.equal(seeded_loss(eng, loaded, x, n), seeded_loss(eng, ae, x, n))
+    n = len(data[0])
+    assert torch.equal(seeded_loss(eng, loaded, data, n), seeded_loss(eng, ae, data, n))
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -272,3 +279,33 @@ def test_corrupt_checkpoint_is_reported(tiny, engine, tmp_path):
         load(run)
     with pytest.raises(RuntimeError, match="corrupt"):
         engine("svi").fit(ae, *data, checkpoint=run / "checkpoint.pt")
+
+
+# -- covariates ------------------------------------------------------------------------------------
+
+
+COVARIATE_CASES = [pytest.param(m, c.name, id=f"{m}-{c.name}") for m in sorted(MODELS)
+                   for c in getattr(MODELS[m], "COVARIATES", ())]
+
+
+@pytest.mark.parametrize("model_name, covariate", COVARIATE_CASES)
+def test_a_missing_covariate_is_sampled_defaulted_or_named(model_name, covariate, tiny, engine):
+    # The contract (Pyro's contrib/cevae): a covariate passed as None is sampled (a latent site of
+    # its name in model and guide), replaced by its documented default (the model still runs), or
+    # refused with a ValueError naming it; `required` says which.
+    ae, data = tiny(model_name, n=6)
+    spec = next(c for c in ae.covariates if c.name == covariate)
+    i = 1 + ae.covariate_names.index(covariate)
+    missing = (*data[:i], None, *data[i + 1:])
+    if spec.required:
+        with pytest.raises(ValueError, match=f"'{covariate}'"):
+            ae.validate(*missing)
+            traces(ae, *missing)
+        return
+    ae.validate(*missing)
+    guide_tr, model_tr = traces(ae, *missing)
+    if covariate in sample_sites(model_tr):  # sampled: a latent site in both, inside the data plate
+        assert not model_tr.nodes[covariate]["is_observed"] and covariate in sample_sites(guide_tr)
+        assert model_tr.nodes[covariate]["value"].shape[0] == len(data[0])
+    log_p = model_tr.log_prob_sum()
+    assert torch.isfinite(log_p)

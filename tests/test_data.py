@@ -38,9 +38,28 @@ def test_digits_and_none_binarization():
     assert 0 <= ds.train.min() and ds.train.max() <= 1 and ds.transform is None
 
 
-def test_synthetic_uses_model_example_data():
-    ds = data.load("synthetic", model="linear_gaussian", train_size=30, test_size=10)
-    assert ds.train.shape == (30, 10) and ds.test.shape == (10, 10)
+def test_synthetic_uses_model_example_data_with_every_covariate():
+    from aezoo.models import MODELS
+    from aezoo.runs import load_data
+
+    ds = load_data("synthetic", "none", 30, 10, "linear_gaussian", MODELS["linear_gaussian"].Config())
+    assert ds.train.shape == (30, 10) and ds.test.shape == (10, 10) and not ds.train_covariates
+    cfg = MODELS["cvae"].Config(x_dim=12, z_dim=2, hidden_dims=(8,), c_dim=3)
+    ds = load_data("synthetic", "none", 30, 10, "cvae", cfg)
+    x, y, c, mask = MODELS["cvae"].example_data(cfg, 40, seed=data.STATIC_SEED)
+    assert ds.kinds == {"y": "label", "c": "continuous", "mask": "mask"} and ds.num_classes == 10
+    for got, want in zip(ds.arrays("test", ("y", "c", "mask", "t")), (x[30:], y[30:], c[30:], mask[30:], None)):
+        assert (got is None and want is None) or torch.equal(got, want)
+
+
+def test_quadrant_task_masks_what_the_condition_shows():
+    ds = data.load("mnist_q1", "static", train_size=50, test_size=20)
+    c, mask = ds.test_covariates["c"], ds.test_covariates["mask"]
+    assert mask.shape == ds.test.shape and mask[0].sum() == 3 * 196 and torch.equal(mask[0], mask[-1])
+    assert (c[mask] == -1).all() and (c[~mask] >= 0).all()  # the condition: seen grey levels, -1 elsewhere
+    seen = ~data.quadrants.quadrant_mask(1).reshape(28, 28)
+    assert seen[14:, :14].all() and not seen[:14].any() and not seen[:, 14:].any()  # the bottom-left quadrant
+    assert data.quadrants.quadrant_mask(3).sum() == 196 and data.quadrants.quadrant_mask(2).sum() == 392
 
 
 def test_bad_arguments_are_explained():

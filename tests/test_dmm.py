@@ -139,7 +139,7 @@ def test_chorales_cache_round_trip(tmp_path, monkeypatch):
     assert torch.equal(test.x[0, :3], torch.as_tensor(fake[4], dtype=torch.float32))
     assert test.mask[0, :3].all() and not test.mask[0, 3:].any() and not test.x[0, 3:].any()
     ds = data.load("chorales", train_size=3)
-    assert ds.train.shape == (3, 9, 88) and ds.train_covariates[0].shape == (3, 9, 88)
+    assert ds.train.shape == (3, 9, 88) and ds.train_covariates["mask"].shape == (3, 9, 88)
 
 
 def test_piano_roll_from_a_score():

@@ -20,8 +20,8 @@ from toy_model import ToyGuide, ToyModel, toy
 
 from aezoo.core import Autoencoder
 from aezoo.inference import ENGINES
-from aezoo.inference.importance import log_weights
 from aezoo.models.linear_gaussian import set_exact_guide
+from aezoo.traces import log_weights
 
 IWAE = ENGINES["iwae"]
 ESTIMATORS = ("standard", "stl", "dreg")

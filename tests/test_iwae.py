@@ -12,8 +12,8 @@ from pyro.poutine.messenger import Messenger
 from toy_model import toy
 
 from aezoo.inference import ENGINES
-from aezoo.inference.importance import log_weights
 from aezoo.inference.iwae import iwae_bound
+from aezoo.traces import log_weights
 
 IWAE = ENGINES["iwae"]
 

@@ -9,9 +9,9 @@ from scipy.stats import multivariate_normal
 from sklearn.decomposition import PCA
 
 from aezoo.inference import ENGINES
-from aezoo.inference.importance import log_weights
 from aezoo.inference.iwae import iwae_bound
 from aezoo.models.linear_gaussian import set_exact_guide
+from aezoo.traces import log_weights
 
 
 def numpy_params(ae):

@@ -10,7 +10,8 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from aezoo.inference import ENGINES
-from aezoo.inference.objectives import LatentScale, at_epoch, capacity_loss, current_epoch, ramp
+from aezoo.inference.objectives import LatentScale, at_epoch, current_epoch, ramp
+from aezoo.inference.terms.capacity import capacity_loss
 
 
 @pytest.mark.parametrize("beta", [0.5, 4.0])

@@ -14,10 +14,12 @@ from torch.distributions import Normal, kl_divergence
 from aezoo.cli import main
 from aezoo.inference import ENGINES
 from aezoo.inference.penalties import dip_covariance_penalty, kernel, mmd, sliced_wasserstein
-from aezoo.inference.svi import PENALTIES
+from aezoo.inference.terms import TERMS, Term
 from aezoo.models import MODELS
 
 SMALL = {"x_dim": 12, "z_dim": 2, "hidden_dims": (8,)}
+
+PENALTIES = sorted(k for k, term in TERMS.items() if term.site == "z")  # the q(z)-vs-p(z) penalties
 
 
 def naive_mmd(x, y, kind, scale):
@@ -183,7 +185,7 @@ def expected_objective(ae, x, eng, seed: int) -> float:
         d = dip_covariance_penalty(loc, variant, 1.0, 10.0 if variant == "i" else 1.0, cov)
     else:
         prior = torch.distributions.Normal(torch.zeros_like(z), 1.0).rsample()
-        d = sliced_wasserstein(z, prior, eng.swd_projections) if eng.penalty == "swd" else mmd(z, prior)
+        d = sliced_wasserstein(z, prior, eng.penalty_term().projections) if eng.penalty == "swd" else mmd(z, prior)
     return (value + eng.penalty_weight * d).item()
 
 
@@ -216,6 +218,12 @@ def test_engine_rejects_bad_settings_and_models_without_a_z_site():
         ENGINES["svi"](penalty="kl2")
     with pytest.raises(ValueError, match="beta"):
         ENGINES["svi"](beta=-1.0)
+    with pytest.raises(ValueError, match="kernel"):  # a term's own option, checked by the term
+        ENGINES["svi"](penalty="mmd", penalty_options=("kernel=cosine",))
+    with pytest.raises(ValueError, match="valid"):  # an option the term lacks: the message lists the valid ones
+        ENGINES["svi"](penalty="mmd", penalty_options=("projections=3",))
+    with pytest.raises(ValueError, match="penalty_options"):
+        ENGINES["svi"](penalty_options=("kernel=rbf",))
     ae, x = small_ae("wae")
     with pytest.raises(ValueError, match="does not apply"):
         ENGINES["iwae"]().check(ae, x[:4])
@@ -241,3 +249,38 @@ def test_fit_uses_the_models_default_objective(model_name, penalty, beta, tmp_pa
     else:  # a point mass: no log p(x), the reconstruction log-likelihood and a note instead
         assert metrics["test_log_likelihood"] is None and "Delta" in metrics["note"]
         assert metrics["test_reconstruction"] < 0
+
+
+def test_penalty_options_reach_the_term():
+    eng = ENGINES["svi"](penalty="mmd", penalty_options=("kernel=rbf", "scale=2.5"))
+    term = eng.penalty_term()
+    assert (term.kernel, term.scale) == ("rbf", 2.5)
+    assert ENGINES["svi"](penalty="dip_i").penalty_term().diag_weight == 10.0  # the paper's ratio per variant
+    assert ENGINES["svi"](penalty="dip_ii").penalty_term().diag_weight == 1.0
+
+
+def test_a_new_term_is_one_class_and_one_registry_line(monkeypatch):
+    # What the README's "adding an objective term" section promises: subclass Term, register it, and
+    # svi composes it with the ELBO on the same draws, selectable by name with its own options.
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class CodeNorm(Term):
+        power: float = 2.0
+
+        def __call__(self, ae, batch, num_data, prior, posterior):
+            return posterior["value"].abs().pow(self.power).sum(-1).mean()
+
+    monkeypatch.setitem(TERMS, "code_norm", CodeNorm)
+    ae, x = small_ae("vae")
+    x = x[:10]
+    plain = engine_for("vae")
+    eng = engine_for("vae", penalty="code_norm", penalty_weight=0.5, penalty_options=("power=1",))
+    pyro.set_rng_seed(3)
+    value = plain.loss(ae, x, num_data=len(x)).item()
+    pyro.set_rng_seed(3)
+    z = ae.guide.encode(x)
+    z = dist.Normal(*z).rsample()  # the same draw the guide makes under the same seed
+    pyro.set_rng_seed(3)
+    got = eng.loss(ae, x, num_data=len(x)).item()
+    assert got == pytest.approx(value + 0.5 * z.abs().sum(-1).mean().item(), rel=1e-5)

@@ -11,7 +11,7 @@ import torch.distributions as tdist
 from sklearn.decomposition import PCA
 
 from aezoo.inference import ENGINES
-from aezoo.inference.importance import trace_pair
+from aezoo.traces import trace_pair
 
 RWS = ENGINES["rws"]
 

@@ -224,7 +224,7 @@ def test_healing_mnist_is_cached_and_rotates(tmp_path, monkeypatch):
     assert not torch.allclose(seqs.truth[:, 0], seqs.truth[:, 1])
     assert ((ink[:, 1:] - ink[:, :1]).abs() / ink[:, :1]).max() < 0.25
     ds = data.load("healing_mnist", train_size=5, test_size=3)
-    assert ds.train.shape == (5, 10, 784) and ds.test_covariates[0].shape == (3, 10, 784)
+    assert ds.train.shape == (5, 10, 784) and ds.test_covariates["mask"].shape == (3, 10, 784)
 
 
 def test_markov_and_dense_gp_vae_share_the_prior_for_matern_kernels():

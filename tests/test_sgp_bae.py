@@ -10,8 +10,8 @@ import torch
 from pyro import poutine
 
 from aezoo import data
+from aezoo.core import flatten_draws
 from aezoo.inference import ENGINES
-from aezoo.inference.mcmc import flatten_draws
 from aezoo.models import bayesian_ae, sgp_bae
 
 
@@ -55,12 +55,12 @@ def fitted():
         ae = sgp_bae.build(sgp_bae.Config(z_dim=2, hidden_dims=(32,), num_inducing=8))
         engine = ENGINES["sghmc"](lr=0.03, num_samples=30, warmup_steps=1500, thin=5, num_chains=1,
                                   batch_size=100, progress=False)
-        return ae, engine.fit(ae, ds.train, *ds.train_covariates), ds
+        return ae, engine.fit(ae, *ds.arrays("train", ae.covariate_names)), ds
 
 
 def test_posterior_codes_follow_the_angle(fitted):
     ae, result, ds = fitted
-    (angles,) = ds.test_covariates
+    angles = ds.test_covariates["c"]
     codes = bayesian_ae.latent_codes(ae, result.samples, ds.test)  # posterior-mean codes (100, 2)
     # 1. Test images whose angles differ by less than 0.5 rad have closer codes than the other pairs.
     gap = (angles[:, None] - angles[None, :]).abs()
@@ -86,6 +86,7 @@ def test_posterior_codes_follow_the_angle(fitted):
 def test_predict_reuses_the_bayesian_ae_functions(fitted):
     # x does not depend on c or u, so bayesian_ae.predict works unchanged; sampling beat the prior weights.
     ae, result, ds = fitted
-    mean, var, log_p = bayesian_ae.predict(ae, result.samples, ds.test, num_draws=10)
+    mean, var, log_p = bayesian_ae.predict(ae, result.samples, ds.test, num_draws=10,
+                                         covariates=(ds.test_covariates["c"],))
     assert mean.shape == var.shape == (100, 784) and log_p.shape == (100,)
     assert log_p.mean() > -300  # measured: -192; prior weight draws give -647 to -671

@@ -17,7 +17,7 @@ import hashlib
 import importlib.metadata
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -31,19 +31,24 @@ BINARIZATIONS = ("dynamic", "static", "none")
 STATIC_SEED = 0
 
 
+COVARIATE_KINDS = {"y": "label", "c": "continuous", "mask": "mask", "t": "time"}  # the standard names
+LAYOUTS = ("vectors", "sequences")
+
+
 @dataclass
 class Dataset:
-    """Train and test tensors with their labels and how to binarize them.
+    """Train and test data: ``x`` plus named covariates, and how to binarize ``x``.
 
     Attributes:
-        name: a key of :data:`DATASETS`.
-        train: ``(N, D_x)`` float; grey levels under ``dynamic`` binarization.
-        test: ``(N_test, D_x)`` float, already binarized unless ``binarization == "none"``.
-        train_labels, test_labels: ``(N,)`` / ``(N_test,)`` int64, or None.
+        name: a key of :data:`aezoo.data.DATASETS`, or the path of a user file.
+        train: ``(N, D_x)`` float (``(N, T, D_x)`` for sequences); grey levels under ``dynamic``.
+        test: ``(N_test, ...)`` float, already binarized unless ``binarization == "none"``.
         binarization: one of :data:`BINARIZATIONS`.
         image_shape: ``(H, W)`` for image data, else None.
-        train_covariates, test_covariates: tensors passed after ``x`` to the model, e.g. the
-            ``(N, T, D_x)`` bool mask of sequence data; empty for the others.
+        train_covariates, test_covariates: name -> ``(N, ...)`` / ``(N_test, ...)`` tensors, the
+            same names in both, e.g. ``y`` labels, ``c`` conditions, ``mask`` (see ``kinds``).
+        kinds: name -> kind of each covariate (``label``, ``continuous``, ``mask``, ``time``).
+        num_classes: the number of classes of the ``label`` covariates, or None.
         test_truth: the complete test data ``(N_test, ...)`` behind the missing entries (the
             targets of imputation), or None.
     """
@@ -51,18 +56,64 @@ class Dataset:
     name: str
     train: Tensor
     test: Tensor
-    train_labels: Tensor | None = None
-    test_labels: Tensor | None = None
     binarization: str = "none"
     image_shape: tuple[int, int] | None = None
-    train_covariates: tuple[Tensor, ...] = ()
-    test_covariates: tuple[Tensor, ...] = ()
+    train_covariates: dict[str, Tensor] = field(default_factory=dict)
+    test_covariates: dict[str, Tensor] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    num_classes: int | None = None
     test_truth: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if set(self.train_covariates) != set(self.test_covariates):
+            raise ValueError(f"train and test covariates differ: {sorted(self.train_covariates)} vs "
+                             f"{sorted(self.test_covariates)}")
+        self.kinds = {name: self.kinds.get(name) or COVARIATE_KINDS.get(name, "continuous")
+                      for name in self.train_covariates}
 
     @property
     def transform(self) -> Callable[[Tensor], Tensor] | None:
         """Per-minibatch transform for training: Bernoulli resampling under ``dynamic``."""
         return dynamic_binarize if self.binarization == "dynamic" else None
+
+    @property
+    def train_labels(self) -> Tensor | None:
+        """``(N,)`` int64 labels (the ``y`` covariate), or None."""
+        return self.train_covariates.get("y")
+
+    @property
+    def test_labels(self) -> Tensor | None:
+        """``(N_test,)`` int64 labels (the ``y`` covariate), or None."""
+        return self.test_covariates.get("y")
+
+    @property
+    def layout(self) -> str:
+        """``"vectors"`` for ``(N, D_x)`` data, ``"sequences"`` for ``(N, T, D_x)``."""
+        return LAYOUTS[self.train.dim() - 2] if self.train.dim() in (2, 3) else f"{self.train.dim()}-d arrays"
+
+    def arrays(self, split: str, covariates: tuple[str, ...] = ()) -> tuple[Tensor | None, ...]:
+        """``(x, *covariates)`` of ``split`` (``"train"`` or ``"test"``) in the order asked; None for one it lacks."""
+        if split not in ("train", "test"):
+            raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+        x, given = (self.train, self.train_covariates) if split == "train" else (self.test, self.test_covariates)
+        return (x, *(given.get(name) for name in covariates))
+
+
+@dataclass(frozen=True)
+class Source:
+    """One entry of the dataset registry.
+
+    Attributes:
+        load: ``load(binarization, train_size, test_size, **options) -> Dataset``.
+        description: one line for ``aezoo list``.
+        covariates: the names of the covariates it provides.
+        layout: ``"vectors"`` (``x`` ``(N, D_x)``) or ``"sequences"`` (``(N, T, D_x)``).
+    """
+
+    load: Callable[..., Dataset]
+    description: str
+    covariates: tuple[str, ...] = ()
+    layout: str = "vectors"
 
 
 def dynamic_binarize(x: Tensor) -> Tensor:
@@ -72,6 +123,21 @@ def dynamic_binarize(x: Tensor) -> Tensor:
 
 def _static_binarize(x: Tensor, seed: int) -> Tensor:
     return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+
+
+def binarize_splits(train: Tensor, test: Tensor, binarization: str) -> tuple[Tensor, Tensor]:
+    """Apply ``binarization`` to grey levels in [0, 1]: ``static`` fixes train, any binarization fixes test.
+
+    Raises:
+        ValueError: unknown binarization.
+    """
+    if binarization not in BINARIZATIONS:
+        raise ValueError(f"unknown binarization {binarization!r}; choose one of {BINARIZATIONS}")
+    if binarization == "static":
+        train = _static_binarize(train, STATIC_SEED)
+    if binarization != "none":
+        test = _static_binarize(test, STATIC_SEED + 1)
+    return train, test
 
 
 def mnist_path() -> Path:

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from aezoo.data.base import STATIC_SEED, Dataset, _split_sizes, _static_binarize, read_mnist
+from aezoo.data.base import STATIC_SEED, Dataset, Source, _split_sizes, binarize_splits
+from aezoo.data.images import mnist_arrays
 
 DIGITS = (3,)  # the classes kept by default, as in [Casale et al.]
 
@@ -53,17 +54,18 @@ def load_rotated_mnist(binarization: str = "dynamic", train_size: int | None = N
         digits: the classes kept.
 
     Returns:
-        A :class:`Dataset` whose covariates are the angles ``(N,)`` / ``(N_test,)`` in radians.
+        A :class:`Dataset` whose covariates are the angles ``c`` ``(N,)`` in radians and the labels ``y``.
     """
-    (xtr, ytr), (xva, yva), (xte, yte) = read_mnist()
-    xtr, ytr = np.concatenate([xtr, xva]), np.concatenate([ytr, yva])
+    xtr, ytr, xte, yte = mnist_arrays()
     n_train, n_test = _split_sizes(train_size, test_size, int(np.isin(ytr, digits).sum()),
                                    int(np.isin(yte, digits).sum()))
     train, angles, labels = rotated_split(xtr, ytr, digits, n_train, STATIC_SEED)
     test, angles_test, labels_test = rotated_split(xte, yte, digits, n_test, STATIC_SEED + 1)
-    if binarization == "static":
-        train = _static_binarize(train, STATIC_SEED)
-    if binarization != "none":
-        test = _static_binarize(test, STATIC_SEED + 1)
-    return Dataset("rotated_mnist", train, test, labels, labels_test, binarization, (28, 28),
-                   train_covariates=(angles,), test_covariates=(angles_test,))
+    train, test = binarize_splits(train, test, binarization)
+    return Dataset("rotated_mnist", train, test, binarization, (28, 28),
+                   train_covariates={"c": angles, "y": labels}, test_covariates={"c": angles_test, "y": labels_test},
+                   num_classes=10)
+
+
+SOURCES = {"rotated_mnist": Source(load_rotated_mnist, "MNIST 3s, each rotated by a random angle c in [0, 2pi), "
+                                   "labels y: 6,131 train, 1,010 test", ("c", "y"))}

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from aezoo.data.base import STATIC_SEED, Dataset, _split_sizes, read_mnist
+from aezoo.data.base import STATIC_SEED, Dataset, Source, _split_sizes, read_mnist
 
 
 @dataclass
@@ -170,19 +170,29 @@ def healing_mnist(split: str = "train", n: int | None = None, T: int = 10, p_mis
                      labels=stored["labels"])
 
 
-def _load_sequences(name: str, train_size: int | None, test_size: int | None) -> Dataset:
-    if name == "lds_video":
-        n_train, n_test = _split_sizes(train_size or 1000, test_size or 200, None, None)
-        seqs = lds_video(n_train + n_test, seed=STATIC_SEED)
-        train = Sequences(seqs.x[:n_train], seqs.mask[:n_train])
-        test = Sequences(seqs.x[n_train:], seqs.mask[n_train:], seqs.truth[n_train:])
-        labels, shape = (None, None), None
-    else:
-        n_train, n_test = _split_sizes(train_size or 10000, test_size or 2000, 60000, 10000)
-        train, test = healing_mnist("train", n_train), healing_mnist("test", n_test)
-        labels, shape = (train.labels, test.labels), (28, 28)
-    return Dataset(name, train.x, test.x, *labels, binarization="none", image_shape=shape,
-                   train_covariates=(train.mask,), test_covariates=(test.mask,), test_truth=test.truth)
+def _sequence_dataset(name: str, train: Sequences, test: Sequences, shape: tuple[int, int] | None = None) -> Dataset:
+    """A :class:`Dataset` of grey-level sequences with their ``mask`` (and labels ``y`` where known)."""
+    covariates = [("mask", train.mask, test.mask)] + ([("y", train.labels, test.labels)] if train.labels is not None
+                                                      else [])
+    return Dataset(name, train.x, test.x, "none", shape, {k: tr for k, tr, _ in covariates},
+                   {k: te for k, _, te in covariates}, num_classes=10 if train.labels is not None else None,
+                   test_truth=test.truth)
+
+
+def load_lds_video(binarization: str = "none", train_size: int | None = None, test_size: int | None = None) -> Dataset:
+    """The ``lds_video`` data set: 1,000 train and 200 test sequences by default (binarization ignored)."""
+    n_train, n_test = _split_sizes(train_size or 1000, test_size or 200, None, None)
+    seqs = lds_video(n_train + n_test, seed=STATIC_SEED)
+    return _sequence_dataset("lds_video", Sequences(seqs.x[:n_train], seqs.mask[:n_train]),
+                             Sequences(seqs.x[n_train:], seqs.mask[n_train:], seqs.truth[n_train:]))
+
+
+def load_healing_mnist(binarization: str = "none", train_size: int | None = None,
+                       test_size: int | None = None) -> Dataset:
+    """The ``healing_mnist`` data set: 10,000 train and 2,000 test sequences by default (binarization ignored)."""
+    n_train, n_test = _split_sizes(train_size or 10000, test_size or 2000, 60000, 10000)
+    return _sequence_dataset("healing_mnist", healing_mnist("train", n_train), healing_mnist("test", n_test),
+                             (28, 28))
 
 
 # -- Bach chorales ---------------------------------------------------------------------------------
@@ -292,8 +302,19 @@ def chorales(split: str = "train", step: float = 1.0, transpose: bool = True, ca
     return Sequences(x, mask)
 
 
-def _load_chorales(train_size: int | None, test_size: int | None) -> Dataset:
+def load_chorales(binarization: str = "none", train_size: int | None = None, test_size: int | None = None) -> Dataset:
+    """The ``chorales`` data set: 297 train and 74 test chorales (binarization ignored: the rolls are 0/1)."""
     train, test = chorales("train"), chorales("test")
     n_train, n_test = _split_sizes(train_size, test_size, len(train.x), len(test.x))
-    return Dataset("chorales", train.x[:n_train], test.x[:n_test], binarization="none",
-                   train_covariates=(train.mask[:n_train],), test_covariates=(test.mask[:n_test],))
+    return _sequence_dataset("chorales", Sequences(train.x[:n_train], train.mask[:n_train]),
+                             Sequences(test.x[:n_test], test.mask[:n_test]))
+
+
+SOURCES = {
+    "lds_video": Source(load_lds_video, "linear dynamical system video, 4x4 pixels, T=20, known A and C, mask: "
+                        "1,000 train, 200 test", ("mask",), "sequences"),
+    "healing_mnist": Source(load_healing_mnist, "rotating MNIST digits, T=10, noise, 60% pixels missing (mask), "
+                            "labels y: 10,000 train, 2,000 test by default", ("mask", "y"), "sequences"),
+    "chorales": Source(load_chorales, "Bach chorales (music21), 88-key piano rolls per quarter note, in C, T<=193, "
+                       "mask on padding: 297 train, 74 test", ("mask",), "sequences"),
+}

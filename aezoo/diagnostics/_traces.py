@@ -1,7 +1,7 @@
 """Private helpers of the diagnostics: evaluation mode, chunking over data and particles.
 
 Every diagnostic traces the guide under a ``"particles"`` plate left of the model's plates and
-replays the model on its draws (:func:`aezoo.inference.importance.trace_pair`, shared with the
+replays the model on its draws (:func:`aezoo.traces.trace_pair`, shared with the
 IWAE engine), chunk by chunk so memory stays bounded, and reads per-datum quantities off the
 two traces.
 """
@@ -14,8 +14,8 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from aezoo.core import Autoencoder
-from aezoo.inference.importance import Traces, trace_pair
+from aezoo.core import Autoencoder, check_lengths, rows, to_device
+from aezoo.traces import Traces, trace_pair
 
 
 @contextmanager
@@ -32,10 +32,8 @@ def evaluating(ae: Autoencoder) -> Iterator[torch.device]:
 
 def batches(data: tuple[Tensor, ...], batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, ...]]:
     """Consecutive chunks of ``batch_size`` rows of every data tensor, moved to ``device``."""
-    if not data:
-        raise ValueError("diagnostics need at least the data tensor x")
-    for start in range(0, len(data[0]), batch_size):
-        yield tuple(d[start : start + batch_size].to(device) for d in data)
+    for start in range(0, check_lengths(data), batch_size):
+        yield to_device(rows(data, slice(start, start + batch_size)), device)
 
 
 def particle_chunks(num_particles: int, per_particle: int, max_elements: int) -> list[int]:

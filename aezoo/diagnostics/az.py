@@ -33,7 +33,7 @@ from torch import Tensor
 
 from aezoo.core import Autoencoder, FitResult
 from aezoo.diagnostics._traces import batches, evaluating
-from aezoo.inference.importance import Traces, log_weights, max_plate_nesting, trace_pair
+from aezoo.traces import Traces, log_weights, max_plate_nesting, trace_pair
 
 KHAT_MAX = 0.7
 RHAT_MAX = 1.01

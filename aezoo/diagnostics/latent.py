@@ -28,7 +28,7 @@ from torch.distributions import Independent, MultivariateNormal, kl_divergence
 
 from aezoo.core import Autoencoder
 from aezoo.diagnostics._traces import batches, evaluating, particle_means
-from aezoo.inference.importance import Traces, data_dim, trace_pair
+from aezoo.traces import Traces, data_dim, trace_pair
 
 
 def _as_mvn(d: dist.Distribution) -> MultivariateNormal | None:

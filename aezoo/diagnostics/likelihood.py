@@ -20,7 +20,7 @@ from torch import Tensor
 
 from aezoo.core import Autoencoder
 from aezoo.diagnostics._traces import batches, evaluating, particle_chunks
-from aezoo.inference.importance import log_weights
+from aezoo.traces import log_weights
 
 
 @dataclass

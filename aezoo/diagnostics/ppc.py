@@ -22,7 +22,7 @@ from torch import Tensor
 
 from aezoo.core import Autoencoder
 from aezoo.diagnostics._traces import batches, evaluating, particle_chunks
-from aezoo.inference.importance import trace_pair
+from aezoo.traces import trace_pair
 
 Statistic = Callable[[Tensor], Tensor]
 """A test statistic: data ``(..., N, D)`` -> ``(..., *S)``, computed over the data dim."""

@@ -23,11 +23,10 @@ import torch
 from torch import Tensor
 
 from aezoo import plots
-from aezoo.core import Autoencoder
+from aezoo.core import Autoencoder, Data, rows, to_device
 from aezoo.diagnostics import az, latent, likelihood, ppc
 from aezoo.diagnostics._traces import evaluating
-from aezoo.guides import is_deterministic
-from aezoo.inference.importance import guide_sites
+from aezoo.traces import guide_sites, is_deterministic
 
 DETERMINISTIC_NOTE = ("deterministic (Delta) guide: log q = 0 is no density over z, so the importance-sampled "
                       "log p(x), the ELBO, IWAE_k bounds, KL terms and Pareto k-hat do not apply (NaN); "
@@ -58,44 +57,54 @@ class Config:
     export_draws: int = 100
 
 
-def run(ae: Autoencoder, x: Tensor, out_dir: str | Path, cfg: Config = Config(), labels: Tensor | None = None,
+def run(ae: Autoencoder, data: Data, out_dir: str | Path, cfg: Config = Config(), labels: Tensor | None = None,
         image_shape: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Compute the suite on test data ``x`` ``(N, D_x)`` and write its figures to ``out_dir``.
+    """Compute the suite on test data ``(x, *covariates)`` and write its figures to ``out_dir``.
+
+    Args:
+        ae: the autoencoder; every latent inside the ``"data"`` plate.
+        data: ``x`` ``(N, D_x)`` then the model's covariates in ``ae.covariates`` order (None for an
+            absent one); with covariates every figure is conditional: log p(x | covariates), ...
+        out_dir: where the figures and ``posterior.nc`` go.
+        cfg: what to compute. labels: ``(N,)`` colours of the latent-space figure, or None.
+        image_shape: ``(H, W)`` to show ``x`` as images.
 
     Returns:
-        JSON-ready dict: ``log_likelihood``, ``bounds``, ``elbo_decomposition``, ``latent``,
-        ``guide_quality``, ``predictive_checks``, ``subsample`` and ``figures`` (file names).
+        JSON-ready dict: ``kind`` (``"importance"``, or ``"reconstruction"`` for a point-mass guide),
+        ``log_likelihood``, ``bounds``, ``elbo_decomposition``, ``latent``, ``guide_quality``,
+        ``predictive_checks``, ``subsample`` and ``figures`` (file names).
     """
     out_dir = Path(out_dir)
-    sub = x[: cfg.max_points]
-    if _deterministic(ae, x):
-        return _run_deterministic(ae, x, sub, out_dir, cfg, labels, image_shape)
-    est = likelihood.importance_estimate(ae, x, num_particles=cfg.num_particles)
-    bounds = likelihood.iwae_bounds(ae, sub, ks=cfg.ks, num_groups=cfg.bound_groups)
-    decomposition = latent.elbo_decomposition(ae, sub, num_particles=10)
-    collapse = latent.collapse_report(ae, sub)
-    quality = az.guide_quality(ae, sub, num_particles=cfg.khat_particles)
-    checks = ppc.predictive_checks(ae, sub, num_replicates=cfg.replicates)
-    az.save_netcdf(az.to_inference_data(ae, x[: cfg.export_points], num_draws=cfg.export_draws),
+    sub = rows(data, slice(0, cfg.max_points))
+    if _deterministic(ae, data):
+        return _run_deterministic(ae, data, sub, out_dir, cfg, labels, image_shape)
+    est = likelihood.importance_estimate(ae, *data, num_particles=cfg.num_particles)
+    bounds = likelihood.iwae_bounds(ae, *sub, ks=cfg.ks, num_groups=cfg.bound_groups)
+    decomposition = latent.elbo_decomposition(ae, *sub, num_particles=10)
+    collapse = latent.collapse_report(ae, *sub)
+    quality = az.guide_quality(ae, *sub, num_particles=cfg.khat_particles)
+    checks = ppc.predictive_checks(ae, *sub, num_replicates=cfg.replicates)
+    az.save_netcdf(az.to_inference_data(ae, *rows(data, slice(0, cfg.export_points)), num_draws=cfg.export_draws),
                    out_dir / "posterior.nc")
 
     bounds_dict = bounds.to_dict()
     ks = [int(k) for k in bounds_dict]
     figures = [
         plots.bounds_vs_k(ks, [bounds_dict[str(k)]["mean"] for k in ks], [bounds_dict[str(k)]["mcse"] for k in ks],
-                          out_dir / "bounds.png", est.log_likelihood[: len(sub)].mean().item()),
+                          out_dir / "bounds.png", est.log_likelihood[: len(sub[0])].mean().item()),
         plots.histogram(quality.khat[torch.isfinite(quality.khat)], out_dir / "khat.png",
                         "Pareto k-hat of the importance weights", "k-hat", threshold=quality.threshold),
     ]
     site, codes = _continuous_codes(ae, sub)
     figures.append(plots.bar(collapse.kl_per_dimension[site], out_dir / "kl_per_dimension.png",
                              f"KL(q || p) per unit of {site}", "nats per datum", threshold=collapse.kl_threshold))
-    figures.append(plots.latent_scatter(codes, None if labels is None else labels[: len(sub)],
+    figures.append(plots.latent_scatter(codes, None if labels is None else labels[: len(sub[0])],
                                         out_dir / "latent_space.png", f"E_q[{site} | x] of test data"))
     figures.append(_traversal(ae, site, codes, collapse.units[site].variance, sub, out_dir, image_shape))
     return {
+        "kind": "importance",
         "config": dataclasses.asdict(cfg),
-        "subsample": len(sub),
+        "subsample": len(sub[0]),
         "log_likelihood": est.to_dict(),
         "bounds": bounds_dict,
         "elbo_decomposition": decomposition.to_dict(),
@@ -106,16 +115,16 @@ def run(ae: Autoencoder, x: Tensor, out_dir: str | Path, cfg: Config = Config(),
     }
 
 
-def run_mcmc(ae: Autoencoder, samples: dict[str, Tensor], stats: dict[str, Tensor], x: Tensor, out_dir: str | Path,
+def run_mcmc(ae: Autoencoder, samples: dict[str, Tensor], stats: dict[str, Tensor], data: Data, out_dir: str | Path,
              predict: Callable | None = None, max_points: int = 1000) -> dict[str, Any]:
     """The suite for MCMC draws of a model's latent sites: convergence, trace and rank plots, prediction.
 
     Args:
         ae: the autoencoder whose ``model`` was sampled.
         samples, stats: ``FitResult.samples`` (site -> ``(C, S, ...)``) and ``FitResult.stats``.
-        x: test data ``(N, D_x)``; the first ``max_points`` are used for prediction.
+        data: test data ``(x, *covariates)``, ``x`` ``(N, D_x)``; the first ``max_points`` are used for prediction.
         out_dir: where ``trace.png`` and ``rank.png`` go.
-        predict: the model module's ``predict(ae, samples, x)`` -> ``(mean, variance, log_predictive)``
+        predict: the model module's ``predict(ae, samples, x, covariates=...)`` -> ``(mean, variance, log_predictive)``
             (e.g. :func:`aezoo.models.bayesian_ae.predict`), or None.
 
     Returns:
@@ -127,11 +136,11 @@ def run_mcmc(ae: Autoencoder, samples: dict[str, Tensor], stats: dict[str, Tenso
     out: dict[str, Any] = {"mcmc": az.mcmc_summary(samples, stats, per_coordinate=False), "subsample": 0}
     figures = [az.trace_plot(samples, out_dir / "trace.png", stats), az.rank_plot(samples, out_dir / "rank.png")]
     if predict is not None:
-        sub = x[:max_points]
         with evaluating(ae) as device:
-            mean, variance, log_pred = predict(ae, samples, sub.to(device))
-        sq_err = (mean - sub.to(device)).pow(2).sum(-1)
-        n = len(sub)
+            sub = to_device(rows(data, slice(0, max_points)), device)
+            mean, variance, log_pred = predict(ae, samples, sub[0], covariates=sub[1:])
+        sq_err = (mean - sub[0]).pow(2).sum(-1)
+        n = len(sub[0])
         out["subsample"] = n
         out["prediction"] = {
             "log_predictive": log_pred.mean().item(), "log_predictive_se": (log_pred.std() / n**0.5).item(),
@@ -142,47 +151,48 @@ def run_mcmc(ae: Autoencoder, samples: dict[str, Tensor], stats: dict[str, Tenso
     return out
 
 
-def _guide_sites(ae: Autoencoder, x: Tensor) -> dict[str, Any]:
+def _guide_sites(ae: Autoencoder, data: Data) -> dict[str, Any]:
     """The guide's latent sites (name -> distribution), traced on two data points."""
     with evaluating(ae) as device:
-        return {n: s["fn"] for n, s in guide_sites(ae, x[:2].to(device)).items()}
+        return {n: s["fn"] for n, s in guide_sites(ae, *to_device(rows(data, slice(0, 2)), device)).items()}
 
 
-def _deterministic(ae: Autoencoder, x: Tensor) -> bool:
+def _deterministic(ae: Autoencoder, data: Data) -> bool:
     """True when every latent site of the guide is a point mass."""
-    sites = _guide_sites(ae, x)
+    sites = _guide_sites(ae, data)
     return bool(sites) and all(is_deterministic(fn) for fn in sites.values())
 
 
-def _continuous_codes(ae: Autoencoder, x: Tensor) -> tuple[str, Tensor]:
+def _continuous_codes(ae: Autoencoder, data: Data) -> tuple[str, Tensor]:
     """The first continuous latent site and its guide means ``(N, D)``: what the latent figures show."""
-    continuous = [n for n, fn in _guide_sites(ae, x).items() if not fn.support.is_discrete]
+    continuous = [n for n, fn in _guide_sites(ae, data).items() if not fn.support.is_discrete]
     if not continuous:
         raise ValueError("the latent figures need a continuous latent site")
-    means = latent.guide_means(ae, x)
+    means = latent.guide_means(ae, *data)
     return continuous[0], means[continuous[0]]
 
 
-def _run_deterministic(ae: Autoencoder, x: Tensor, sub: Tensor, out_dir: Path, cfg: Config, labels: Tensor | None,
+def _run_deterministic(ae: Autoencoder, data: Data, sub: Data, out_dir: Path, cfg: Config, labels: Tensor | None,
                        image_shape: tuple[int, int] | None) -> dict[str, Any]:
     """The suite for a point-mass guide: reconstruction, latent activity, predictive checks, export."""
     nan = float("nan")
-    rec = latent.elbo_decomposition(ae, x, num_particles=1).reconstruction
-    collapse = latent.collapse_report(ae, sub)
-    checks = ppc.predictive_checks(ae, sub, num_replicates=cfg.replicates)
-    az.save_netcdf(az.to_inference_data(ae, x[: cfg.export_points], num_draws=cfg.export_draws),
+    rec = latent.elbo_decomposition(ae, *data, num_particles=1).reconstruction
+    collapse = latent.collapse_report(ae, *sub)
+    checks = ppc.predictive_checks(ae, *sub, num_replicates=cfg.replicates)
+    az.save_netcdf(az.to_inference_data(ae, *rows(data, slice(0, cfg.export_points)), num_draws=cfg.export_draws),
                    out_dir / "posterior.nc")
     site, codes = _continuous_codes(ae, sub)
-    figures = [plots.latent_scatter(codes, None if labels is None else labels[: len(sub)],
+    figures = [plots.latent_scatter(codes, None if labels is None else labels[: len(sub[0])],
                                     out_dir / "latent_space.png", f"encoder({site}) of test data"),
                _traversal(ae, site, codes, collapse.units[site].variance, sub, out_dir, image_shape)]
     return {
+        "kind": "reconstruction",
         "config": dataclasses.asdict(cfg),
-        "subsample": len(sub),
+        "subsample": len(sub[0]),
         "note": DETERMINISTIC_NOTE,
         "log_likelihood": {"log_likelihood": nan, "log_likelihood_mcse": nan, "log_likelihood_se": nan,
                            "elbo": nan, "inference_gap": nan, "num_particles": cfg.num_particles,
-                           "num_data": len(x), "reconstruction": rec.mean().item(),
+                           "num_data": len(data[0]), "reconstruction": rec.mean().item(),
                            "reconstruction_se": (rec.std() / len(rec) ** 0.5).item() if len(rec) > 1 else nan},
         "bounds": {},
         "elbo_decomposition": {"reconstruction": rec.mean().item()},
@@ -193,7 +203,7 @@ def _run_deterministic(ae: Autoencoder, x: Tensor, sub: Tensor, out_dir: Path, c
     }
 
 
-def _traversal(ae: Autoencoder, site: str, codes: Tensor, activity: Tensor, x: Tensor, out_dir: Path,
+def _traversal(ae: Autoencoder, site: str, codes: Tensor, activity: Tensor, data: Data, out_dir: Path,
                image_shape: tuple[int, int] | None, units: int = 8, steps: int = 7) -> Path:
     """Decode the mean code with each of the most active units moved through -3..3 (prior sds)."""
     order = activity.argsort(descending=True)[:units]
@@ -204,7 +214,8 @@ def _traversal(ae: Autoencoder, site: str, codes: Tensor, activity: Tensor, x: T
         grid[row, :, u] = values
     device = next(ae.parameters()).device
     flat = grid.reshape(-1, grid.shape[-1]).to(device)
-    images = likelihood.decode(ae, {site: flat}, x[:1].expand(len(flat), *x.shape[1:]).to(device))
+    like = to_device(rows(data, torch.zeros(len(flat), dtype=torch.long)), device)  # the first datum's covariates
+    images = likelihood.decode(ae, {site: flat}, *like)
     return plots.latent_traversal(images.reshape(len(order), steps, -1), order.tolist(), values,
                                   out_dir / "latent_traversal.png",
                                   image_shape)

@@ -1,8 +1,8 @@
 """Reusable amortized guides, bound to a model's latent site by name."""
 
-from aezoo.guides.delta import AmortizedDelta, is_deterministic
+from aezoo.guides.delta import AmortizedDelta
 from aezoo.guides.normal import AmortizedLinearNormal, AmortizedNormal
 from aezoo.guides.structured import BandedGuide, KalmanGuide
 
-__all__ = ["AmortizedNormal", "AmortizedLinearNormal", "AmortizedDelta", "is_deterministic", "KalmanGuide",
+__all__ = ["AmortizedNormal", "AmortizedLinearNormal", "AmortizedDelta", "KalmanGuide",
            "BandedGuide"]

@@ -14,7 +14,7 @@ class AmortizedDelta(PyroModule):
     Deterministic encoders are what Wasserstein autoencoders use ("Wasserstein Auto-Encoders",
     Tolstikhin et al., arXiv:1711.01558). The point mass is not a density over ``z``: importance
     weights and KL terms against it are meaningless, so engines and diagnostics built on them do
-    not apply (see :func:`is_deterministic`).
+    not apply (see :func:`aezoo.traces.is_deterministic`).
 
     Args:
         site: the latent site it proposes, e.g. ``"z"``.
@@ -33,12 +33,3 @@ class AmortizedDelta(PyroModule):
     def forward(self, x: Tensor, *covariates: Tensor, num_data: int | None = None) -> Tensor:
         with pyro.plate("data", num_data or len(x), subsample=x):
             return pyro.sample(self.site, dist.Delta(self.encode(x)).to_event(1))
-
-
-def is_deterministic(fn: dist.Distribution) -> bool:
-    """True for a point mass (``Delta``), also inside ``Independent``/``Expanded``/``Masked`` wrappers."""
-    while not isinstance(fn, dist.Delta):
-        fn = getattr(fn, "base_dist", None)
-        if fn is None:
-            return False
-    return True

@@ -25,8 +25,6 @@ from pyro.nn import PyroModule
 from pyro.ops.gaussian import Gaussian, gaussian_tensordot, sequential_gaussian_tensordot
 from torch import Tensor, nn
 
-from aezoo.core import Autoencoder
-from aezoo.nn import MLP
 from aezoo.sequence import TimeMajorMVN
 
 
@@ -134,13 +132,3 @@ class BandedGuide(PyroModule):
     def forward(self, x: Tensor, mask: Tensor | None = None, num_data: int | None = None) -> Tensor:
         with pyro.plate("data", num_data or len(x), subsample=x):
             return pyro.sample(self.site, self.posterior(x, mask))
-
-
-def kalman_autoencoder(model: PyroModule, cfg, name: str) -> Autoencoder:
-    """``model`` (with ``z_prior``) paired with a :class:`KalmanGuide` on site ``z``.
-
-    The per-frame encoder is ``2 D_x -> cfg.hidden_dims -> 2 D_z`` (input: ``x`` with missing
-    entries zeroed, and the mask), as used by ``svae`` and ``markov_gp_vae``.
-    """
-    encoder = MLP(2 * cfg.x_dim, cfg.hidden_dims, 2 * cfg.z_dim, cfg.activation)
-    return Autoencoder(model, KalmanGuide("z", encoder, model.z_prior), cfg, name=name)

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from aezoo.core import Autoencoder
-from aezoo.inference.importance import Traces
+from aezoo.traces import Traces
 
 ESTIMATORS = ("standard", "stl", "dreg")
 VARIANTS = ("iwae", "piwae", "ciwae")

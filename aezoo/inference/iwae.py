@@ -44,8 +44,8 @@ from torch import Tensor
 
 from aezoo.core import Autoencoder
 from aezoo.inference import estimators as est
-from aezoo.inference.importance import check_weights_exist, trace_pair
 from aezoo.inference.loop import GradientEngine
+from aezoo.traces import check_weights_exist, trace_pair
 
 
 def iwae_bound(log_w: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from aezoo.core import Autoencoder, FitResult, atomic_torch_save, load_checkpoint
+from aezoo.core import Autoencoder, FitResult, atomic_torch_save, check_lengths, load_checkpoint, rows, to_device
 from aezoo.inference.objectives import at_epoch
 
 
@@ -58,7 +58,8 @@ class GradientEngine:
 
         Args:
             ae: the autoencoder; its device decides where the work runs.
-            data: ``x`` ``(N, D_x)`` then covariates ``(N, ...)``.
+            data: ``x`` ``(N, D_x)`` then the model's covariates ``(N, ...)`` in ``ae.covariates``
+                order; ``None`` for a covariate the data lack (the model samples it or says why not).
             transform: applied to each ``x`` minibatch before use (e.g. dynamic binarization).
             checkpoint: file written after every epoch (model, optimiser, RNG states, losses); if it
                 exists, the fit resumes after its last epoch.
@@ -67,18 +68,14 @@ class GradientEngine:
             ``FitResult`` with ``losses`` ``(E,)`` in nats per datum and ``stats["train_seconds"]``.
 
         Raises:
-            ValueError: data that do not fit the model.
+            ValueError: data that do not fit the model, or covariates of another length than ``x``.
             FloatingPointError: the loss became NaN or infinite (lower ``lr``).
         """
-        if not data:
-            raise ValueError("fit needs at least the data tensor x")
+        num_data = check_lengths(data)
         device = next(ae.parameters()).device
-        data = tuple(d.to(device) for d in data)
-        num_data = len(data[0])
-        if any(len(d) != num_data for d in data):
-            raise ValueError(f"data tensors differ in length: {[len(d) for d in data]}")
+        data = to_device(data, device)
         ae.validate(*_transformed(data, transform))
-        first = _transformed(tuple(d[: self.batch_size] for d in data), transform)
+        first = _transformed(rows(data, slice(0, self.batch_size)), transform)
         self.check(ae, *first)
 
         pyro.set_rng_seed(self.seed)
@@ -100,7 +97,7 @@ class GradientEngine:
                 batches = torch.randperm(num_data, generator=order).to(device).split(self.batch_size)
                 for step, idx in enumerate(batches):
                     with at_epoch(epoch + step / steps):  # training progress, read by schedules (objectives.py)
-                        loss = self.loss(ae, *_transformed(tuple(d[idx] for d in data), transform), num_data=num_data)
+                        loss = self.loss(ae, *_transformed(rows(data, idx), transform), num_data=num_data)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(
                             f"{type(self).__name__} loss became {loss.item()} in epoch {epoch + 1}; lower the "

@@ -49,7 +49,7 @@ def latent_sites(model: Callable, *data: Tensor, **kwargs: Any) -> dict[str, dic
 def check_data(target: Autoencoder | Callable, *data: Tensor) -> None:
     """Raise ``ValueError`` for NaNs, or (for an autoencoder) data its model does not accept."""
     for d in data:
-        if torch.is_floating_point(d) and torch.isnan(d).any():
+        if d is not None and torch.is_floating_point(d) and torch.isnan(d).any():
             raise ValueError(f"the data contain NaN at {int(torch.isnan(d).sum())} entries; impute or drop them")
     if isinstance(target, Autoencoder):
         target.validate(*data)
@@ -149,7 +149,7 @@ class McmcEngine:
         samples = {k: torch.stack([ch["draws"][k] for ch in chains]) for k in chains[0]["draws"]}
         stats = {k: torch.stack([ch["stats"][k] for ch in chains]) for k in chains[0]["stats"]}
         stats["train_seconds"] = torch.tensor([ch["seconds"] for ch in chains])
-        return FitResult(losses=torch.zeros(0), samples=samples, stats=stats)
+        return FitResult(losses=torch.zeros(0), samples=samples, stats=stats, kind="posterior_draws")
 
 
 class FlatSpace:
@@ -177,8 +177,3 @@ class FlatSpace:
     def constrained(self, flat: Tensor) -> dict[str, Tensor]:
         """Site -> constrained values for unconstrained ``flat`` ``(..., D)``."""
         return {k: self.transforms[k].inv(u) if k in self.transforms else u for k, u in self.unflatten(flat).items()}
-
-
-def flatten_draws(samples: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Site -> ``(C, S, ...)`` draws as site -> ``(C * S, ...)``, chains one after another."""
-    return {k: v.reshape(-1, *v.shape[2:]) for k, v in samples.items()}

@@ -13,8 +13,9 @@ Schedules read the training progress ``e`` (epochs done, fractional within an ep
 shared loop publishes with :func:`at_epoch` around every step; outside a fit (``current_epoch()``
 is ``None``) every schedule is finished, so a loss evaluated there is the target objective.
 :func:`ramp` is the linear schedule ``min(1, e / E)`` of KL warm-up [1, 2] and of the capacity
-``C`` [3]. :func:`elbo_terms` splits the ELBO per datum into ``E_q[log p(x | z)]`` and
-``KL(q(z | x) || p(z))`` on one set of draws; :func:`capacity_loss` is the objective of [3].
+``C`` [3] (the terms :mod:`aezoo.inference.terms.warmup` and :mod:`aezoo.inference.terms.capacity`).
+:func:`elbo_terms` splits the ELBO per datum into ``E_q[log p(x | z)]`` and
+``KL(q(z | x) || p(z))`` on one set of draws.
 
 References:
     1. Generating Sentences from a Continuous Space, Bowman et al., arXiv:1511.06349.
@@ -33,7 +34,7 @@ from pyro.poutine.messenger import Messenger
 from torch import Tensor
 from torch.distributions import kl_divergence
 
-from aezoo.inference.importance import Traces
+from aezoo.traces import Traces
 
 _EPOCH: ContextVar[float | None] = ContextVar("aezoo_epoch", default=None)
 
@@ -114,7 +115,7 @@ def elbo_terms(tr: Traces, analytic_kl: bool = True) -> tuple[Tensor, Tensor]:
     """Per-datum reconstruction and KL terms of a guide/model trace pair, on the same draws.
 
     Args:
-        tr: traces from :func:`aezoo.inference.importance.trace_pair`; every latent inside the
+        tr: traces from :func:`aezoo.traces.trace_pair`; every latent inside the
             ``"data"`` plate.
         analytic_kl: the closed-form KL of each latent site where ``kl_divergence`` has one
             (exact for mean-field models), else the one-draw estimate ``log q(z) - log p(z)``.
@@ -138,18 +139,3 @@ def elbo_terms(tr: Traces, analytic_kl: bool = True) -> tuple[Tensor, Tensor]:
         kls.append(tr.per_datum(tr.masked(term, q), name, q).sum(-1))
     kl = sum(kls[1:], kls[0]) if kls else torch.zeros(tr.num_particles, tr.batch_size, device=tr.device)
     return tr.log_prob(tr.model, tr.observed), kl
-
-
-def capacity_loss(rec: Tensor, kl: Tensor, capacity: float, gamma: float) -> Tensor:
-    """Negative capacity objective of [3] per datum, averaged over the ``K`` particles and ``B`` data.
-
-    ``-E_q[log p(x | z)] + gamma * |KL(q(z | x) || p(z)) - C|`` for each datum, with the KL
-    averaged over particles before the absolute value (exact when analytic).
-
-    Args:
-        rec: ``(K, B)`` reconstruction log-likelihoods, nats.
-        kl: ``(K, B)`` KL terms, nats.
-        capacity: ``C`` in nats.
-        gamma: the weight of the capacity term.
-    """
-    return -rec.mean() + gamma * (kl.mean(0) - capacity).abs().mean()

@@ -45,9 +45,9 @@ from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from aezoo.core import Autoencoder
-from aezoo.inference.importance import Traces, check_weights_exist, max_plate_nesting
 from aezoo.inference.iwae import iwae_bound
 from aezoo.inference.loop import GradientEngine
+from aezoo.traces import Traces, check_weights_exist, max_plate_nesting
 
 PHI_UPDATES = ("wake", "sleep", "both")
 

@@ -58,7 +58,7 @@ from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from aezoo.core import Autoencoder
+from aezoo.core import Autoencoder, check_lengths, rows
 from aezoo.inference.mcmc import Draws, FlatSpace, McmcEngine, model_of
 
 _EPS = 1e-16  # keeps 1 / sqrt(v_hat) and g^2 / v_hat finite, as in [2]
@@ -134,14 +134,12 @@ class SGHMC(McmcEngine):
         (with ``batch_size < N``) an observed site outside the ``"data"`` plate.
         """
         name = type(self).__name__
-        n = len(data[0])
-        if any(len(d) != n for d in data):
-            raise ValueError(f"{name}: all data must share the first dimension N, got {[len(d) for d in data]}")
+        n = check_lengths(data)
         model = model_of(target)
         if not _takes_num_data(model):
             raise ValueError(f"{name} does not apply: it calls model(x_batch, *covariates, num_data=N), and the "
                              "model takes no num_data to scale its 'data' plate")
-        batch = tuple(d[: self.batch_size] for d in data)
+        batch = rows(data, slice(0, self.batch_size))
         with torch.no_grad():
             tr = prune_subsample_sites(poutine.trace(model).get_trace(*batch, num_data=n))
         sites = [s for s in tr.nodes.values() if s["type"] == "sample"]
@@ -184,7 +182,7 @@ class SGHMC(McmcEngine):
         start = time.perf_counter()
         n = len(data[0])
         bsz = min(self.batch_size, n)
-        init, _, transforms, _ = initialize_model(model, model_args=tuple(d[:bsz] for d in data),
+        init, _, transforms, _ = initialize_model(model, model_args=rows(data, slice(0, bsz)),
                                                   model_kwargs={"num_data": bsz})
         space = FlatSpace(init, transforms)
         potential = _Potential(model, space, n)
@@ -209,7 +207,7 @@ class SGHMC(McmcEngine):
             for idx in epoch:
                 if t >= total:
                     break
-                batch = data if idx is None else tuple(d[idx] for d in data)
+                batch = data if idx is None else rows(data, idx)
                 energy, grad = potential.value_and_grad(theta, batch)
                 kept = t >= self.warmup_steps and (t - self.warmup_steps + 1) % self.thin == 0
                 if kept:

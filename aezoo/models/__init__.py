@@ -3,13 +3,25 @@
 Each module exports ``Config`` (frozen dataclass), ``build(cfg) -> Autoencoder`` and
 ``example_data(cfg, n, seed) -> tuple[Tensor, ...]``; its docstring's first line is its
 description in ``aezoo list``. An optional ``DEFAULT_ENGINE = (engine key, {field: value})`` is
-the objective ``aezoo fit`` uses when no ``--engine`` is given (otherwise ``svi``).
+the objective ``aezoo fit`` uses when no ``--engine`` is given (otherwise ``svi``). A model
+with covariates declares them as ``COVARIATES`` (:class:`aezoo.core.Covariate`), passes them to
+its ``Autoencoder`` and returns them from ``example_data`` after ``x``, in that order.
+
+:func:`load` rebuilds a saved run through this registry (re-exported as ``aezoo.load``).
 """
 
+from __future__ import annotations
+
+import json
+from pathlib import Path
 from types import ModuleType
 
+import torch
+
+from aezoo.core import CHECKPOINT_FILE, CONFIG_FILE, Autoencoder, config_from_dict, load_checkpoint
 from aezoo.models import (
     bayesian_ae,
+    cvae,
     dmm,
     gmvae,
     gp_vae,
@@ -25,8 +37,38 @@ from aezoo.models import (
 )
 
 _MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae, bayesian_ae, svae, gp_vae,
-                              markov_gp_vae, dmm, gppvae, sgp_bae]
+                              markov_gp_vae, dmm, gppvae, sgp_bae, cvae]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 
-__all__ = ["MODELS"]
+
+
+def load(run_dir: str | Path, device: str | torch.device = "cpu") -> Autoencoder:
+    """Rebuild the autoencoder of a run folder written by :func:`aezoo.core.save` or ``aezoo fit``.
+
+    Raises:
+        FileNotFoundError: the folder has no ``config.json`` or ``checkpoint.pt``.
+        ValueError: ``config.json`` is not valid JSON or names an unknown model.
+        RuntimeError: a corrupt checkpoint, or one that does not match the config.
+    """
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / CONFIG_FILE
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
+    try:
+        spec = json.loads(cfg_path.read_text())["model"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{cfg_path} is corrupt ({err}); delete the run folder and fit again") from err
+    if spec["name"] not in MODELS:
+        raise ValueError(f"unknown model {spec['name']!r} in {cfg_path}; known: {sorted(MODELS)}")
+    module = MODELS[spec["name"]]
+    ae = module.build(config_from_dict(module.Config, spec["config"]))
+    state = load_checkpoint(run_dir / CHECKPOINT_FILE)
+    try:
+        ae.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as err:
+        raise RuntimeError(f"checkpoint in {run_dir} does not match its config.json: {err}") from err
+    return ae.to(device)
+
+
+__all__ = ["MODELS", "load"]

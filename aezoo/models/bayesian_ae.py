@@ -39,8 +39,7 @@ from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
 from torch import Tensor, nn
 
-from aezoo.core import Autoencoder
-from aezoo.inference.mcmc import flatten_draws
+from aezoo.core import Autoencoder, flatten_draws
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
 from aezoo.nn import MLP
 
@@ -101,15 +100,16 @@ class Model(PyroModule):
         check_x(x, self.cfg.x_dim, self.cfg.likelihood)
 
 
-def with_weight_guide(model: PyroModule, cfg, name: str) -> Autoencoder:
+def with_weight_guide(model: PyroModule, cfg, name: str, covariates: tuple = ()) -> Autoencoder:
     """``model`` paired with Pyro's ``AutoNormal`` over its global sites (weights, ...).
 
     The guide's parameters are created here (one trace on a zero input ``(1, cfg.x_dim)``), so
     ``state_dict`` and ``load`` see them before any fit.
     """
-    ae = Autoencoder(model, AutoNormal(model, init_loc_fn=init_to_sample, init_scale=0.01), cfg, name=name)
+    ae = Autoencoder(model, AutoNormal(model, init_loc_fn=init_to_sample, init_scale=0.01), cfg, name=name,
+                     covariates=covariates)
     with torch.no_grad(), poutine.block():
-        ae.guide(torch.zeros(1, cfg.x_dim))
+        ae.guide(torch.zeros(1, cfg.x_dim), *(torch.zeros(1) for _ in covariates))
     return ae
 
 
@@ -139,7 +139,8 @@ def _draws(samples: dict[str, Tensor], num_draws: int | None) -> list[dict[str, 
 
 
 @torch.no_grad()
-def predict(ae: Autoencoder, samples: dict[str, Tensor], x: Tensor, num_draws: int | None = 100):
+def predict(ae: Autoencoder, samples: dict[str, Tensor], x: Tensor, num_draws: int | None = 100,
+            covariates: tuple = ()):
     """Posterior predictive reconstructions of ``x`` ``(B, D_x)`` under MCMC draws of the weights.
 
     Args:
@@ -147,6 +148,7 @@ def predict(ae: Autoencoder, samples: dict[str, Tensor], x: Tensor, num_draws: i
         samples: site -> ``(C, S, ...)`` draws (``FitResult.samples``).
         x: inputs ``(B, D_x)``.
         num_draws: draws used, evenly spaced over the chains (None: all).
+        covariates: the model's covariates for ``x`` (e.g. ``sgp_bae``'s ``c``), in ``ae.covariates`` order.
 
     Returns:
         ``(mean, variance, log_predictive)``: the mean over draws of the decoder mean ``(B, D_x)``,
@@ -155,7 +157,7 @@ def predict(ae: Autoencoder, samples: dict[str, Tensor], x: Tensor, num_draws: i
     """
     means, log_p = [], []
     for draw in _draws(samples, num_draws):
-        tr = poutine.trace(poutine.condition(ae.model, data=draw)).get_trace(x)
+        tr = poutine.trace(poutine.condition(ae.model, data=draw)).get_trace(x, *covariates)
         fn = tr.nodes["x"]["fn"]
         means.append(fn.mean)
         log_p.append(fn.log_prob(x))
@@ -163,9 +165,10 @@ def predict(ae: Autoencoder, samples: dict[str, Tensor], x: Tensor, num_draws: i
     return means_t.mean(0), means_t.var(0, unbiased=False), log_p_t.logsumexp(0) - math.log(len(log_p))
 
 
-def anomaly_score(ae: Autoencoder, samples: dict[str, Tensor], x: Tensor, num_draws: int | None = 100) -> Tensor:
+def anomaly_score(ae: Autoencoder, samples: dict[str, Tensor], x: Tensor, num_draws: int | None = 100,
+                  covariates: tuple = ()) -> Tensor:
     """``-log p(x | x, data)`` per datum ``(B,)`` in nats: high for inputs unlike the training data."""
-    return -predict(ae, samples, x, num_draws)[2]
+    return -predict(ae, samples, x, num_draws, covariates)[2]
 
 
 @torch.no_grad()

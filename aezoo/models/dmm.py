@@ -47,12 +47,15 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 from torch.distributions import constraints
 
-from aezoo.core import Autoencoder
+from aezoo.core import Autoencoder, Covariate
 from aezoo.guides.structured import encoder_input
 from aezoo.likelihoods import LIKELIHOODS
 from aezoo.sequence import SequenceModel
 
 Step = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+COVARIATES = (Covariate("mask", "mask", doc="True where x is observed; None: every entry observed"),)
 
 
 @dataclass(frozen=True)
@@ -208,7 +211,8 @@ class Guide(PyroModule):
 
 def build(cfg: Config = Config()) -> Autoencoder:
     """A DMM with the gated transition, ``D_z -> E -> E -> D_x`` emitter and the ST-R guide of [1]."""
-    return Autoencoder(Model(cfg), Guide(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
+    return Autoencoder(Model(cfg), Guide(cfg), cfg, name=__name__.rsplit(".", 1)[-1],
+                       covariates=COVARIATES)
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -34,7 +34,6 @@ from torch import Tensor, nn
 
 from aezoo.core import Autoencoder
 from aezoo.models import vae
-from aezoo.nn import MLP
 
 DEFAULT_ENGINE = ("svi", {"elbo": "traceenum"})
 
@@ -77,12 +76,12 @@ class Model(vae.Model):
 
 
 class Guide(PyroModule):
-    """q(z_y | x) q(z | x) from one MLP encoder; see the module docstring."""
+    """q(z_y | x) q(z | x) from one encoder network; see the module docstring."""
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = MLP(cfg.x_dim, cfg.hidden_dims, cfg.num_components + 2 * cfg.z_dim, cfg.activation)
+        self.encoder = cfg.encoder(cfg.num_components + 2 * cfg.z_dim)
 
     def forward(self, x: Tensor, num_data: int | None = None) -> None:
         with pyro.plate("data", num_data or len(x), subsample=x):

@@ -26,10 +26,12 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from aezoo.core import Autoencoder
+from aezoo.core import Autoencoder, Covariate
 from aezoo.guides.structured import BandedGuide
 from aezoo.nn import MLP
 from aezoo.sequence import KERNELS, SequenceModel, check_gp_settings, dense_gp_prior, kernel, sequence_example_data
+
+COVARIATES = (Covariate("mask", "mask", doc="True where x is observed; None: every entry observed"),)
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ class Model(SequenceModel):
 def build(cfg: Config = Config()) -> Autoencoder:
     """The dense GP model with the banded-precision guide (per-frame encoder ``2 D_x -> 3 D_z``)."""
     encoder = MLP(2 * cfg.x_dim, cfg.hidden_dims, 3 * cfg.z_dim, cfg.activation)
-    return Autoencoder(Model(cfg), BandedGuide("z", encoder), cfg, name=__name__.rsplit(".", 1)[-1])
+    return Autoencoder(Model(cfg), BandedGuide("z", encoder), cfg, name=__name__.rsplit(".", 1)[-1],
+                       covariates=COVARIATES)
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -39,12 +39,14 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from aezoo.core import Autoencoder
+from aezoo.core import Autoencoder, Covariate
 from aezoo.guides import AmortizedNormal
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
 from aezoo.nn import MLP
 from aezoo.priors import KERNELS as KERNELS  # re-exported: the kernels a Config may name
 from aezoo.priors import SparseGPPrior, check_sparse_gp_config
+
+COVARIATES = (Covariate("c", "continuous", required=True, doc="the GP input per datum, (B,), e.g. an angle"),)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ class Guide(PyroModule):
 def build(cfg: Config = Config()) -> Autoencoder:
     """GPPVAE with the encoder ``D_x -> hidden_dims -> 2 D_z``, the mirrored decoder and free q(u)."""
     model = Model(cfg)
-    return Autoencoder(model, Guide(cfg, len(model.prior.inducing)), cfg, name=__name__.rsplit(".", 1)[-1])
+    return Autoencoder(model, Guide(cfg, len(model.prior.inducing)), cfg, name=__name__.rsplit(".", 1)[-1],
+                       covariates=COVARIATES)
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:

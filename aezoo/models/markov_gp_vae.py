@@ -31,9 +31,10 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from aezoo.core import Autoencoder
-from aezoo.guides.structured import kalman_autoencoder
+from aezoo.models import svae
 from aezoo.sequence import MATERN_NUS, SequenceModel, check_gp_settings, matern_prior, sequence_example_data
 
+COVARIATES = svae.COVARIATES  # the mask, as for svae
 
 @dataclass(frozen=True)
 class Config:
@@ -69,7 +70,7 @@ class Model(SequenceModel):
 
 def build(cfg: Config = Config()) -> Autoencoder:
     """The Matern state-space model with the Kalman-smoothing guide (see ``kalman_autoencoder``)."""
-    return kalman_autoencoder(Model(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
+    return svae.kalman_autoencoder(Model(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:

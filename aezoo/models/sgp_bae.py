@@ -41,13 +41,16 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor
 
-from aezoo.core import Autoencoder
+from aezoo.core import Autoencoder, Covariate
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
 from aezoo.models.bayesian_ae import bayesian_mlp, with_weight_guide
 from aezoo.nn import MLP
 from aezoo.priors import SparseGPPrior, check_sparse_gp_config
 
 DEFAULT_ENGINE = ("sghmc", {})
+
+
+COVARIATES = (Covariate("c", "continuous", required=True, doc="the GP input per datum, (B,), e.g. an angle"),)
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ class Model(PyroModule):
 
 def build(cfg: Config = Config()) -> Autoencoder:
     """SGP-BAE ``D_x -> hidden_dims -> D_z -> mirrored -> D_x`` with an ``AutoNormal`` guide (params made here)."""
-    return with_weight_guide(Model(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
+    return with_weight_guide(Model(cfg), cfg, name=__name__.rsplit(".", 1)[-1], covariates=COVARIATES)
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:

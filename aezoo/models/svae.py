@@ -27,12 +27,16 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from pyro.nn import PyroModule
 from torch import Tensor, nn
 
-from aezoo.core import Autoencoder
-from aezoo.guides.structured import kalman_autoencoder
+from aezoo.core import Autoencoder, Covariate
+from aezoo.guides import KalmanGuide
 from aezoo.likelihoods import LIKELIHOODS
+from aezoo.nn import MLP
 from aezoo.sequence import SequenceModel, lds_prior, sequence_example_data
+
+COVARIATES = (Covariate("mask", "mask", doc="True where x is observed; None: every entry observed"),)
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,19 @@ class Model(SequenceModel):
         return lds_prior(x.shape[-2], self.A, torch.diag(q2), self.C, torch.diag(r2), eye)
 
 
+
+def kalman_autoencoder(model: PyroModule, cfg, name: str) -> Autoencoder:
+    """``model`` (with ``z_prior``) paired with a :class:`~aezoo.guides.KalmanGuide` on site ``z``.
+
+    The per-frame encoder is ``2 D_x -> cfg.hidden_dims -> 2 D_z`` (input: ``x`` with missing
+    entries zeroed, and the mask), as used by ``svae`` and ``markov_gp_vae``.
+    """
+    encoder = MLP(2 * cfg.x_dim, cfg.hidden_dims, 2 * cfg.z_dim, cfg.activation)
+    return Autoencoder(model, KalmanGuide("z", encoder, model.z_prior), cfg, name=name, covariates=COVARIATES)
+
+
 def build(cfg: Config = Config()) -> Autoencoder:
-    """The LDS model with the Kalman-smoothing guide (:func:`aezoo.guides.structured.kalman_autoencoder`)."""
+    """The LDS model with the Kalman-smoothing guide (:func:`kalman_autoencoder`)."""
     return kalman_autoencoder(Model(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
 
 

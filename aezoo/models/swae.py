@@ -25,7 +25,8 @@ from aezoo.core import Autoencoder
 from aezoo.models import wae
 from aezoo.models.vae import example_data
 
-DEFAULT_ENGINE = ("svi", {"beta": 0.0, "penalty": "swd", "penalty_weight": 10.0, "swd_projections": 50})
+DEFAULT_ENGINE = ("svi", {"beta": 0.0, "penalty": "swd", "penalty_weight": 10.0,
+                          "penalty_options": ("projections=50",)})
 
 
 @dataclass(frozen=True)

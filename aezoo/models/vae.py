@@ -5,9 +5,11 @@ Generative story, for each datum b of the ``"data"`` plate::
     z_b ~ N(0, I_{D_z})                     z: (B, D_z)
     x_b | z_b ~ p(x | decoder(z_b))         x: (B, D_x); Bernoulli, continuous Bernoulli or Gaussian
 
-Guide: q(z_b | x_b) = N(mu(x_b), diag sigma(x_b)^2) from an MLP encoder (amortized).
+Guide: q(z_b | x_b) = N(mu(x_b), diag sigma(x_b)^2) from an encoder network (amortized).
 
-The default is the one-stochastic-layer architecture of [2]: 784-200-200-50 with tanh.
+The default is the one-stochastic-layer MLP of [2]: 784-200-200-50 with tanh. ``network="conv"``
+swaps in convolutional encoder and decoder (:class:`aezoo.nn.ConvEncoder`, stride-2 4x4
+convolutions with ``channels``, then ``hidden_dims``) for images of ``image_shape``.
 
 References:
     1. Auto-Encoding Variational Bayes, Kingma & Welling, arXiv:1312.6114.
@@ -28,7 +30,7 @@ from torch import Tensor, nn
 from aezoo.core import Autoencoder
 from aezoo.guides import AmortizedNormal
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
-from aezoo.nn import MLP
+from aezoo.nn import NETWORKS, decoder_network, encoder_network
 
 
 @dataclass(frozen=True)
@@ -38,19 +40,34 @@ class Config:
     hidden_dims: tuple[int, ...] = (200, 200)
     activation: str = "tanh"
     likelihood: str = "bernoulli"  # one of aezoo.likelihoods.LIKELIHOODS
+    network: str = "mlp"  # one of aezoo.nn.NETWORKS
+    image_shape: tuple[int, ...] | None = None  # (H, W) for network="conv"; image data sets set it
+    channels: tuple[int, ...] = (32, 64)  # conv channels, each layer halving the image
 
     def __post_init__(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
+        if self.network not in NETWORKS:
+            raise ValueError(f"unknown network {self.network!r}; choose one of {NETWORKS}")
+
+    def encoder(self, out_dim: int):
+        """The encoder ``D_x -> out_dim`` this config names (MLP or conv)."""
+        return encoder_network(self.network, self.x_dim, self.hidden_dims, out_dim, self.activation, self.image_shape,
+                               self.channels)
+
+    def decoder(self, in_dim: int):
+        """The decoder ``in_dim -> D_x`` this config names (MLP or conv)."""
+        return decoder_network(self.network, in_dim, self.hidden_dims, self.x_dim, self.activation, self.image_shape,
+                               self.channels)
 
 
 class Model(PyroModule):
-    """p(z) p(x | z) with an MLP decoder; see the module docstring."""
+    """p(z) p(x | z) with a decoder network; see the module docstring."""
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.cfg = cfg
-        self.decoder = MLP(cfg.z_dim, cfg.hidden_dims[::-1], cfg.x_dim, cfg.activation)
+        self.decoder = cfg.decoder(cfg.z_dim)
         if cfg.likelihood == "gaussian":
             self.scale_raw = nn.Parameter(torch.zeros(cfg.x_dim))
 
@@ -73,12 +90,12 @@ class Model(PyroModule):
 
 
 def build(cfg: Config = Config(), name: str = __name__.rsplit(".", 1)[-1]) -> Autoencoder:
-    """A VAE with the encoder ``D_x -> hidden_dims -> 2 D_z`` and the mirrored decoder.
+    """A VAE with the encoder ``D_x -> hidden_dims -> 2 D_z`` (after the convolutions with ``network="conv"``)
+    and the mirrored decoder.
 
     ``name`` is the registry key; zoo entries built on this pair (``info_vae``) pass their own.
     """
-    encoder = MLP(cfg.x_dim, cfg.hidden_dims, 2 * cfg.z_dim, cfg.activation)
-    return Autoencoder(Model(cfg), AmortizedNormal("z", encoder), cfg, name=name)
+    return Autoencoder(Model(cfg), AmortizedNormal("z", cfg.encoder(2 * cfg.z_dim)), cfg, name=name)
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor]:

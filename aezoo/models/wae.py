@@ -26,7 +26,6 @@ from aezoo.core import Autoencoder
 from aezoo.guides import AmortizedDelta
 from aezoo.models import vae
 from aezoo.models.vae import example_data
-from aezoo.nn import MLP
 
 DEFAULT_ENGINE = ("svi", {"beta": 0.0, "penalty": "mmd", "penalty_weight": 10.0})
 
@@ -43,8 +42,7 @@ def build(cfg: Config = Config(), name: str = __name__.rsplit(".", 1)[-1]) -> Au
 
     ``name`` is the registry key; zoo entries built on this pair (``swae``) pass their own.
     """
-    encoder = MLP(cfg.x_dim, cfg.hidden_dims, cfg.z_dim, cfg.activation)
-    return Autoencoder(vae.Model(cfg), AmortizedDelta("z", encoder), cfg, name=name)
+    return Autoencoder(vae.Model(cfg), AmortizedDelta("z", cfg.encoder(cfg.z_dim)), cfg, name=name)
 
 
 __all__ = ["Config", "DEFAULT_ENGINE", "build", "example_data"]

@@ -1,4 +1,4 @@
-"""Traces of guide and model with vectorised particles, and per-datum importance weights.
+"""Trace and replay, below engines and diagnostics: guide and model traces with vectorised particles.
 
 Pyro's ``vectorized_importance_weights`` sums over the batch; here a ``"particles"`` plate sits
 left of the ``"data"`` plate and nothing is summed across data points, so per-datum bounds and
@@ -17,8 +17,7 @@ from pyro.poutine import Trace
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
-from aezoo.core import Autoencoder
-from aezoo.guides import is_deterministic
+from aezoo.core import Autoencoder, rows
 
 
 def max_plate_nesting(ae: Autoencoder, *data: Tensor) -> int:
@@ -26,7 +25,7 @@ def max_plate_nesting(ae: Autoencoder, *data: Tensor) -> int:
     cached = getattr(ae, "_max_plate_nesting", None)
     if cached is not None:
         return cached
-    probe = [d[:2] for d in data]
+    probe = rows(data, slice(0, 2))
     with torch.random.fork_rng(devices=[probe[0].device] if probe[0].is_cuda else []):  # leave the RNG as it was
         guide_tr = poutine.trace(ae.guide).get_trace(*probe)
         model_tr = poutine.trace(poutine.replay(ae.model, trace=guide_tr)).get_trace(*probe)
@@ -186,3 +185,12 @@ def check_weights_exist(ae: Autoencoder, engine: str, *batch: Tensor) -> dict[st
                          "(Delta), whose log q = 0 is no density over z, so importance weights are meaningless "
                          "(use --engine svi)")
     return sites
+
+
+def is_deterministic(fn) -> bool:
+    """True for a point mass (``Delta``), also inside ``Independent``/``Expanded``/``Masked`` wrappers."""
+    while not isinstance(fn, pyro.distributions.Delta):
+        fn = getattr(fn, "base_dist", None)
+        if fn is None:
+            return False
+    return True
