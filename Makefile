@@ -41,6 +41,7 @@ benchmarks: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.sequence_scaling
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.healing_mnist
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.dmm_chorales
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.cvae_quadrants
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

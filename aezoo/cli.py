@@ -11,6 +11,7 @@ import pyro
 from aezoo import data as datasets
 from aezoo import runs
 from aezoo.catalogue import applicable
+from aezoo.core import key_values
 from aezoo.inference import ENGINES
 from aezoo.models import MODELS
 
@@ -20,13 +21,7 @@ def _first_line(doc: str | None) -> str:
 
 
 def _settings(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set takes key=value, e.g. model.z_dim=10; got {pair!r}")
-        out[key.strip()] = value.strip()
-    return out
+    return key_values(pairs, "--set", "model.z_dim=10")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -209,6 +209,21 @@ def _parse_as(hint: Any, text: str, key: str) -> Any:
     raise TypeError(f"{key}: fields of type {hint} cannot be set from text")
 
 
+def key_values(texts: list[str] | tuple[str, ...], what: str, example: str) -> dict[str, str]:
+    """``["a=1", "b=x"]`` as ``{"a": "1", "b": "x"}``, keys and values stripped.
+
+    Raises:
+        ValueError: a text without ``=``; the message names ``what`` takes them and shows ``example``.
+    """
+    out = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise ValueError(f"{what} takes key=value, e.g. {example}; got {text!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def config_with(cfg: Any, overrides: dict[str, str], prefix: str = "") -> Any:
     """A copy of a frozen config with string overrides parsed to each field's type.
 

@@ -92,7 +92,7 @@ def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config:
     ll = diag["log_likelihood"]
     metrics: dict[str, Any] = {
         **header(diag["kind"], config, state),
-        "covariates": list(ae.covariate_names),
+        "covariates": [n for n, d in zip(ae.covariate_names, test[1:]) if d is not None],  # those conditioned on
         "num_test": ll["num_data"], "num_particles": num_particles,
         "test_log_likelihood": ll["log_likelihood"], "test_log_likelihood_se": ll["log_likelihood_se"],
         "test_log_likelihood_mcse": ll["log_likelihood_mcse"], "test_elbo": ll["elbo"],

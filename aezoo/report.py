@@ -29,11 +29,11 @@ def write(run_dir: str | Path, metrics: dict[str, Any], diagnostics: dict[str, A
     """Write ``run_dir/report.html`` and return its path; figures missing from the folder are skipped."""
     run_dir = Path(run_dir)
     title = f"aezoo run: {metrics['model']} / {metrics['engine']} / {metrics['data']}"
-    if "mcmc" in diagnostics:
+    if metrics["kind"] == "mcmc":
         sections = _mcmc_sections(diagnostics)
-    elif "bounds" in diagnostics:
+    elif metrics["kind"] in ("importance", "reconstruction"):  # the suite ran
         sections = _guide_sections(diagnostics)
-    else:  # sequence data: the metrics only
+    else:  # global latents or sequence data: the metrics and a note
         sections = [("Note", html.escape(diagnostics.get("note", "")), "")]
     sections.insert(0, ("Metrics", "Log-likelihoods are in nats per datum; <code>test_log_likelihood</code> is the "
                                    "importance-sampled estimate with <code>num_particles</code> samples (Burda et al., "

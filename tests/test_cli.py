@@ -31,6 +31,25 @@ def test_list_names_everything(capsys):
         assert f"  {word} " in out
 
 
+def test_list_shows_the_datasets_and_engines_that_apply_to_each_model(capsys):
+    assert run("list") == 0
+    lines = capsys.readouterr().out.splitlines()
+
+    def applies(model: str) -> tuple[set[str], set[str]]:
+        i = next(i for i, line in enumerate(lines) if line.startswith(f"  {model} "))
+        datasets, engines = lines[i + 1].split("datasets: ")[1].split("; engines: ")
+        return set(datasets.split(", ")), set(engines.split(", "))
+
+    data, engines = applies("gppvae")  # needs the covariate c: only data that provide it
+    assert "rotated_mnist" in data and "digits" not in data and "mnist" not in data and "iwae" not in engines
+    data, engines = applies("svae")  # sequences only
+    assert "lds_video" in data and "mnist" not in data
+    data, engines = applies("vae")  # local latents: no MCMC from the command line
+    assert {"mnist", "digits", "synthetic"} <= data and "lds_video" not in data and engines == {"svi", "iwae", "rws"}
+    assert applies("wae")[1] == {"svi"} and {"sghmc", "nuts"} <= applies("bayesian_ae")[1]
+    assert {"mnist", "mnist_q1"} <= applies("cvae")[0] and "svi" in applies("gmvae")[1]  # its traceenum default
+
+
 def test_fit_synthetic_linear_gaussian_writes_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
     code = run("fit", "linear_gaussian", "--data", "synthetic", "--engine", "svi", "--epochs", "3", "--lr", "0.05",

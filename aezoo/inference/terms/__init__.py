@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from aezoo.core import Autoencoder, config_with
+from aezoo.core import Autoencoder, config_with, key_values
 from aezoo.traces import guide_sites
 
 
@@ -67,12 +67,7 @@ def make_term(name: str, options: tuple[str, ...] = ()) -> Term:
     """
     if name not in TERMS:
         raise ValueError(f"unknown penalty {name!r}; choose one of {sorted(TERMS)} or none")
-    pairs = {}
-    for text in options:
-        key, sep, value = text.partition("=")
-        if not sep:
-            raise ValueError(f"penalty_options take field=value, e.g. kernel=rbf; got {text!r}")
-        pairs[key.strip()] = value.strip()
+    pairs = key_values(options, "penalty_options", "kernel=rbf")
     return config_with(TERMS[name](), pairs, f"engine.penalty_options ({name}) ")
 
 

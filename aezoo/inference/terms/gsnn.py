@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from pyro import poutine
+from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
 from aezoo.inference.terms import Term
@@ -41,7 +42,7 @@ class GSNN(Term):
             raise ValueError(f"gsnn particles must be at least 1, got {self.particles}")
 
     def check(self, ae, *batch: Tensor) -> None:
-        tr = poutine.trace(ae.model).get_trace(*batch)
+        tr = prune_subsample_sites(poutine.trace(ae.model).get_trace(*batch))
         bad = [n for n, s in tr.nodes.items() if s["type"] == "sample" and not s["is_observed"]
                and not s["infer"].get("is_auxiliary") and not s["fn"].has_rsample]
         if bad:
