@@ -23,6 +23,9 @@ SMALL_CONFIGS: dict[str, dict] = {
     **{name: _SMALL_SEQUENCE for name in ("svae", "gp_vae", "markov_gp_vae")},
     "gppvae": {**_SMALL_VAE, "num_inducing": 4},
     "sgp_bae": {"x_dim": 12, "z_dim": 2, "hidden_dims": (4,), "num_inducing": 4},
+    "vamp_vae": {**_SMALL_VAE, "num_pseudo": 3},
+    "hvae": {"x_dim": 12, "z1_dim": 3, "z2_dim": 2, "hidden1": (8,), "hidden2": (6,)},
+    "cvae": {**_SMALL_VAE, "c_dim": 3},
     "dmm": {"x_dim": 6, "z_dim": 2, "emission_dim": 8, "transition_dim": 8, "rnn_dim": 8, "seq_len": 5},
 }
 # Engine settings for one quick epoch (or a few MCMC draws); only fields an engine has are applied.
@@ -69,10 +72,13 @@ def small_config(name: str, **overrides):
     return dataclasses.replace(module.Config(), **{**SMALL_CONFIGS.get(name, {}), **overrides})
 
 
-def small_engine(name: str, **overrides):
+def small_engine(name: str, model: str | None = None, **overrides):
+    """Engine ``name`` for one quick epoch; with ``model``, its ``DEFAULT_ENGINE`` settings when that names ``name``."""
     cls = ENGINES[name]
     fields = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in {**SMALL_ENGINE, **overrides}.items() if k in fields})
+    default, settings = getattr(MODELS[model], "DEFAULT_ENGINE", ("svi", {})) if model else (None, {})
+    chosen = {**SMALL_ENGINE, **(settings if default == name else {}), **overrides}
+    return cls(**{k: v for k, v in chosen.items() if k in fields})
 
 
 @pytest.fixture
@@ -92,7 +98,7 @@ def tiny(device):
 
 @pytest.fixture
 def engine():
-    """``engine(name, **fields)``: an engine instance set up for one quick epoch."""
+    """``engine(name, model=None, **fields)``: an engine instance set up for one quick epoch."""
     return small_engine
 
 

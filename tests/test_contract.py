@@ -34,7 +34,7 @@ def skip_pairs_that_do_not_apply(request, tiny, engine):
     names = getattr(getattr(request.node, "callspec", None), "params", {})
     if "model_name" not in names or "engine_name" not in names:
         return
-    eng = engine(names["engine_name"])
+    eng = engine(names["engine_name"], model=names["model_name"])
     if not hasattr(eng, "check"):
         return
     with torch.random.fork_rng():
@@ -149,7 +149,7 @@ def test_model_and_guide_scale_a_minibatch_alike(model_name, tiny):
 @matrix
 def test_one_epoch_fits(model_name, engine_name, tiny, engine):
     ae, data = tiny(model_name)
-    eng = engine(engine_name)
+    eng = engine(engine_name, model=model_name)
     result = eng.fit(ae, *data)
     assert isinstance(result, FitResult)
     if isinstance(eng, McmcEngine):  # draws (C, S, *site_shape) of every latent site, no losses
@@ -172,7 +172,7 @@ def test_every_parameter_changes(model_name, engine_name, tiny, engine):
     ae, data = tiny(model_name)
     before = {n: p.detach().clone() for n, p in ae.named_parameters() if p.requires_grad}
     assert before
-    eng = engine(engine_name)
+    eng = engine(engine_name, model=model_name)
     eng.fit(ae, *data)
     after = dict(ae.named_parameters())
     unchanged = [n for n, p in before.items() if torch.equal(p, after[n].detach())]
@@ -191,7 +191,7 @@ def test_loss_is_per_datum_whatever_num_data(model_name, engine_name, tiny, engi
     # once per data set; then the loss must be affine in 1 / N with the same slope everywhere.
     ae, data = tiny(model_name, n=8)
     x = data[0]
-    eng = engine(engine_name)
+    eng = engine(engine_name, model=model_name)
     small, large = seeded_loss(eng, ae, data, num_data=len(x)), seeded_loss(eng, ae, data, num_data=1000)
     assert torch.isfinite(large)
     _, model_tr = traces(ae, *data)
@@ -207,24 +207,24 @@ def test_loss_is_per_datum_whatever_num_data(model_name, engine_name, tiny, engi
 @matrix
 def test_resume_continues_the_same_run(model_name, engine_name, tiny, engine, tmp_path):
     ckpt = tmp_path / "fit.pt"
-    if isinstance(engine(engine_name), McmcEngine):  # the chains finished before are kept
+    if isinstance(engine(engine_name, model_name), McmcEngine):  # the chains finished before are kept
         ae, data = tiny(model_name, n=10)
-        first = engine(engine_name, num_chains=1).fit(ae, *data, checkpoint=ckpt)
-        resumed = engine(engine_name, num_chains=2).fit(ae, *data, checkpoint=ckpt)
-        at_once = engine(engine_name, num_chains=2).fit(ae, *data)
+        first = engine(engine_name, model_name, num_chains=1).fit(ae, *data, checkpoint=ckpt)
+        resumed = engine(engine_name, model_name, num_chains=2).fit(ae, *data, checkpoint=ckpt)
+        at_once = engine(engine_name, model_name, num_chains=2).fit(ae, *data)
         for name, draws in at_once.samples.items():
             assert torch.equal(resumed.samples[name][:1], first.samples[name]), name
             assert torch.equal(resumed.samples[name], draws), name
         return
     ae, data = tiny(model_name, n=24)
-    first = engine(engine_name, epochs=2).fit(ae, *data, checkpoint=ckpt)
+    first = engine(engine_name, model_name, epochs=2).fit(ae, *data, checkpoint=ckpt)
     other, _ = tiny(model_name, n=24, seed=5)  # a fresh process: different weights until resumed
-    resumed = engine(engine_name, epochs=4).fit(other, *data, checkpoint=ckpt)
+    resumed = engine(engine_name, model_name, epochs=4).fit(other, *data, checkpoint=ckpt)
     assert resumed.losses.shape == (4,)
     assert torch.equal(resumed.losses[:2], first.losses)
 
     straight, _ = tiny(model_name, n=24)
-    at_once = engine(engine_name, epochs=4).fit(straight, *data)
+    at_once = engine(engine_name, model_name, epochs=4).fit(straight, *data)
     assert torch.equal(at_once.losses, resumed.losses)
     for (name, a), b in zip(straight.state_dict().items(), other.state_dict().values()):
         assert torch.equal(a, b), name
@@ -233,7 +233,7 @@ def test_resume_continues_the_same_run(model_name, engine_name, tiny, engine, tm
 @matrix
 def test_save_load_reproduces_the_loss(model_name, engine_name, tiny, engine, tmp_path, device):
     ae, data = tiny(model_name)
-    eng = engine(engine_name)
+    eng = engine(engine_name, model=model_name)
     eng.fit(ae, *data)
     save(ae, tmp_path / "run")
     loaded = load(tmp_path / "run", device=device)
@@ -248,7 +248,7 @@ def test_save_load_reproduces_the_loss(model_name, engine_name, tiny, engine, tm
 @matrix
 def test_fit_rejects_bad_data(model_name, engine_name, tiny, engine):
     ae, (x, *rest) = tiny(model_name)
-    eng = engine(engine_name)
+    eng = engine(engine_name, model=model_name)
     narrow = x[..., :-1]  # x is (B, ..., D_x): one feature short, the other axes (e.g. time) kept
     with pytest.raises(ValueError, match="shape") as err:
         eng.fit(ae, narrow, *rest)

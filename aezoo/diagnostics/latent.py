@@ -135,14 +135,17 @@ def kl_per_dimension(ae: Autoencoder, *data: Tensor, num_particles: int = 1, ana
     coordinate KL is the Monte Carlo mean of ``log q_u(z_u) - log p_u(z_u)``, which then needs
     ``num_particles > 1``; priors that depend on other latents are averaged over draws too.
 
-    Raises:
-        NotImplementedError: a site whose guide or prior has no per-coordinate marginals.
+    A site whose guide or prior has no per-coordinate marginals (a flow guide, a mixture
+    prior) gets NaN for every unit (and so never counts as collapsed by KL).
     """
     def stats(tr: Traces) -> dict[str, Tensor]:
         out = {}
         for n in tr.latent:
             q, p = tr.guide.nodes[n], tr.model.nodes[n]
-            kl = _kl(_marginals(q["fn"], n), _marginals(p["fn"], n), q["value"], analytic)
+            try:
+                kl = _kl(_marginals(q["fn"], n), _marginals(p["fn"], n), q["value"], analytic)
+            except NotImplementedError:  # e.g. a flow guide or a mixture prior: no per-unit KL, NaN
+                kl = torch.full_like(q["value"], math.nan)
             ev = len(q["fn"].event_shape)
             out[n] = tr.per_datum(tr.masked(kl, q, ev), n, q, ev)
         return out

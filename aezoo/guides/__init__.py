@@ -1,8 +1,9 @@
 """Reusable amortized guides, bound to a model's latent site by name."""
 
 from aezoo.guides.delta import AmortizedDelta
+from aezoo.guides.iaf import AmortizedIAF
 from aezoo.guides.normal import AmortizedLinearNormal, AmortizedNormal
 from aezoo.guides.structured import BandedGuide, KalmanGuide
 
-__all__ = ["AmortizedNormal", "AmortizedLinearNormal", "AmortizedDelta", "KalmanGuide",
+__all__ = ["AmortizedNormal", "AmortizedLinearNormal", "AmortizedDelta", "AmortizedIAF", "KalmanGuide",
            "BandedGuide"]

@@ -63,6 +63,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
 from torch import Tensor
 
@@ -209,6 +210,14 @@ class SVI(GradientEngine):
                              f"{ae.name}: "
                              f"its guide sites {bad} are not reparameterised; use elbo='traceenum' (exact sums over "
                              "discrete sites), elbo='tracegraph' or analytic_kl=False (score-function estimators)")
+        if self.elbo == "trace" and self.analytic_kl and len(sites) > 1:
+            guide_tr = poutine.trace(ae.guide).get_trace(*batch)
+            model_tr = poutine.trace(poutine.replay(ae.model, trace=guide_tr)).get_trace(*batch)
+            order = [n for n in model_tr.nodes if n in sites]
+            if order != list(sites):  # Pyro's own sufficient check of the mean-field requirement
+                raise ValueError(f"svi with analytic_kl (TraceMeanField_ELBO) does not apply to {ae.name}: its model "
+                                 f"samples {order} but its guide {list(sites)}, so the guide is not mean field and "
+                                 "closed-form KL terms would be biased; use analytic_kl=false (Trace_ELBO)")
         if self.beta == 0 and not reparameterised:
             raise ValueError("svi with beta=0 needs reparameterised guide sites (rsample): masking the latent "
                              "terms would drop their score-function gradients")

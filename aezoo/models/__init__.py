@@ -26,6 +26,7 @@ from aezoo.models import (
     gmvae,
     gp_vae,
     gppvae,
+    hvae,
     info_vae,
     linear_gaussian,
     markov_gp_vae,
@@ -33,11 +34,12 @@ from aezoo.models import (
     svae,
     swae,
     vae,
+    vamp_vae,
     wae,
 )
 
 _MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae, bayesian_ae, svae, gp_vae,
-                              markov_gp_vae, dmm, gppvae, sgp_bae, cvae]
+                              markov_gp_vae, dmm, gppvae, sgp_bae, cvae, hvae, vamp_vae]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 

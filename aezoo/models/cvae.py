@@ -176,6 +176,7 @@ class Guide(PyroModule):
 def build(cfg: Config = Config()) -> Autoencoder:
     """A CVAE: prior network ``cond -> hidden_dims -> 2 D_z``, recognition network on ``(x, cond)``,
     decoder ``(z, cond) -> D_x`` (MLP or conv)."""
+    cfg.no_flow("cvae")
     return Autoencoder(Model(cfg), Guide(cfg), cfg, name=__name__.rsplit(".", 1)[-1], covariates=COVARIATES)
 
 

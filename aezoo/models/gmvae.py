@@ -92,6 +92,7 @@ class Guide(PyroModule):
 
 def build(cfg: Config = Config()) -> Autoencoder:
     """A GMVAE with the encoder ``D_x -> hidden_dims -> C + 2 D_z`` and ``vae``'s decoder."""
+    cfg.no_flow("gmvae")
     return Autoencoder(Model(cfg), Guide(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
 
 

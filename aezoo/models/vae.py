@@ -9,7 +9,8 @@ Guide: q(z_b | x_b) = N(mu(x_b), diag sigma(x_b)^2) from an encoder network (amo
 
 The default is the one-stochastic-layer MLP of [2]: 784-200-200-50 with tanh. ``network="conv"``
 swaps in convolutional encoder and decoder (:class:`aezoo.nn.ConvEncoder`, stride-2 4x4
-convolutions with ``channels``, then ``hidden_dims``) for images of ``image_shape``.
+convolutions with ``channels``, then ``hidden_dims``) for images of ``image_shape``;
+``flow_layers=K`` makes the guide an inverse autoregressive flow (:class:`aezoo.guides.AmortizedIAF`).
 
 References:
     1. Auto-Encoding Variational Bayes, Kingma & Welling, arXiv:1312.6114.
@@ -28,7 +29,7 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from aezoo.core import Autoencoder
-from aezoo.guides import AmortizedNormal
+from aezoo.guides import AmortizedIAF, AmortizedNormal
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
 from aezoo.nn import NETWORKS, decoder_network, encoder_network
 
@@ -43,12 +44,27 @@ class Config:
     network: str = "mlp"  # one of aezoo.nn.NETWORKS
     image_shape: tuple[int, ...] | None = None  # (H, W) for network="conv"; image data sets set it
     channels: tuple[int, ...] = (32, 64)  # conv channels, each layer halving the image
+    flow_layers: int = 0  # > 0: an IAF guide (aezoo.guides.AmortizedIAF) with this many transforms
 
     def __post_init__(self) -> None:
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
         if self.network not in NETWORKS:
             raise ValueError(f"unknown network {self.network!r}; choose one of {NETWORKS}")
+        if self.flow_layers < 0:
+            raise ValueError(f"flow_layers must be non-negative, got {self.flow_layers}")
+
+    def guide(self, site: str = "z"):
+        """The amortized Gaussian guide on ``site``, or the IAF guide when ``flow_layers > 0``."""
+        if self.flow_layers:
+            return AmortizedIAF(site, self.encoder(2 * self.z_dim), self.z_dim, self.flow_layers)
+        return AmortizedNormal(site, self.encoder(2 * self.z_dim))
+
+    def no_flow(self, name: str) -> None:
+        """``ValueError`` for ``flow_layers > 0`` in an entry whose guide is not the Gaussian one."""
+        if self.flow_layers:
+            raise ValueError(f"{name} has its own guide; flow_layers applies to the entries with the Gaussian guide "
+                             "(vae, info_vae)")
 
     def encoder(self, out_dim: int):
         """The encoder ``D_x -> out_dim`` this config names (MLP or conv)."""
@@ -95,7 +111,7 @@ def build(cfg: Config = Config(), name: str = __name__.rsplit(".", 1)[-1]) -> Au
 
     ``name`` is the registry key; zoo entries built on this pair (``info_vae``) pass their own.
     """
-    return Autoencoder(Model(cfg), AmortizedNormal("z", cfg.encoder(2 * cfg.z_dim)), cfg, name=name)
+    return Autoencoder(Model(cfg), cfg.guide(), cfg, name=name)
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor]:

@@ -42,6 +42,7 @@ def build(cfg: Config = Config(), name: str = __name__.rsplit(".", 1)[-1]) -> Au
 
     ``name`` is the registry key; zoo entries built on this pair (``swae``) pass their own.
     """
+    cfg.no_flow(name)
     return Autoencoder(vae.Model(cfg), AmortizedDelta("z", cfg.encoder(cfg.z_dim)), cfg, name=name)
 
 
