@@ -42,6 +42,7 @@ benchmarks: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.healing_mnist
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.dmm_chorales
 	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.cvae_quadrants
+	OMP_NUM_THREADS=1 $(BIN)/python -m benchmarks.priors_mnist --epochs 20 --test-size 500
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
