@@ -45,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--train-size", type=int, help="keep the first N training points")
     f.add_argument("--test-size", type=int, help="keep the first N test points")
     f.add_argument("--num-particles", type=int, default=5000, help="importance samples for test log p(x)")
+    f.add_argument("--labels", type=int, help="keep N training labels (balanced), hide the rest: semi-supervised")
     f.add_argument("--out", help="run folder (default runs/MODEL-ENGINE-DATA-seedS); an existing one resumes")
     f.add_argument("--no-progress", action="store_true")
 
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             out = runs.fit(
                 args.model, args.data, args.engine, out=args.out, seed=args.seed, device=args.device,
                 settings=_settings(args.set), binarize=args.binarize, train_size=args.train_size,
-                test_size=args.test_size, num_particles=args.num_particles, progress=not args.no_progress,
+                test_size=args.test_size, num_particles=args.num_particles, labels=args.labels,
+                progress=not args.no_progress,
                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             )
             metrics = json.loads((out / "metrics.json").read_text())
@@ -99,7 +101,8 @@ def _headline(metrics: dict) -> str:
     if kind == "reconstruction":
         return (f"test reconstruction log p(x | encoder(x)): {metrics['test_reconstruction']:.3f} nats per datum "
                 f"({metrics['note']})")
-    given = f" | {', '.join(metrics['covariates'])}" if metrics.get("covariates") else ""
+    joint = "".join(f", {n}" for n in metrics.get("observed_covariates", []))
+    given = f"{joint} | {', '.join(metrics['covariates'])}" if metrics.get("covariates") else joint
     unit = "sequence" if kind == "sequence" else "datum"
     return (f"test log-likelihood log p(x{given}): {metrics['test_log_likelihood']:.3f} nats per {unit} "
             f"(K={metrics['num_particles']}, test ELBO {metrics['test_elbo']:.3f})")

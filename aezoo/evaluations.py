@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pyro import poutine
 
 from aezoo import data as datasets
 from aezoo import plots, report
@@ -92,7 +93,7 @@ def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config:
     ll = diag["log_likelihood"]
     metrics: dict[str, Any] = {
         **header(diag["kind"], config, state),
-        "covariates": [n for n, d in zip(ae.covariate_names, test[1:]) if d is not None],  # those conditioned on
+        **scored_covariates(ae, test),
         "num_test": ll["num_data"], "num_particles": num_particles,
         "test_log_likelihood": ll["log_likelihood"], "test_log_likelihood_se": ll["log_likelihood_se"],
         "test_log_likelihood_mcse": ll["log_likelihood_mcse"], "test_elbo": ll["elbo"],
@@ -101,6 +102,11 @@ def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config:
     }
     if diag["kind"] == "reconstruction":  # a deterministic guide: no log p(x) estimate, the reconstruction instead
         metrics.update(note=diag["note"], test_reconstruction=ll["reconstruction"])
+    classify = getattr(MODELS[config["model"]["name"]], "classify", None)
+    if classify is not None and dataset.test_labels is not None:  # a model with a classifier (m2)
+        with evaluating(ae) as device:
+            predicted = classify(ae, test[0].to(device)).cpu()
+        metrics["test_accuracy"] = (predicted == dataset.test_labels).double().mean().item()
     exact = getattr(ae.model, "exact_log_marginal", None)
     device = next(ae.parameters()).device
     if exact is not None:
@@ -113,6 +119,16 @@ def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config:
                        dataset.image_shape, "decoder mean at z ~ p(z" + (" | covariates)" if ae.covariates else ")"))
     metrics["eval_seconds"] = time.perf_counter() - start
     return write(run_dir, metrics, diag, config, state.get("losses"))
+
+
+def scored_covariates(ae, test: Data) -> dict[str, list[str]]:
+    """The given covariates split by role: ``covariates`` conditioned on (log p(x | c)) and
+    ``observed_covariates`` scored with ``x`` as observed sites of the model (log p(x, y), as M2's labels)."""
+    given = [n for n, d in zip(ae.covariate_names, test[1:]) if d is not None]
+    with evaluating(ae) as device:
+        tr = poutine.trace(ae.model).get_trace(*to_device(rows(test, slice(0, 2)), device))
+    observed = [n for n in given if n in tr.nodes and tr.nodes[n]["type"] == "sample" and tr.nodes[n]["is_observed"]]
+    return {"covariates": [n for n in given if n not in observed], "observed_covariates": observed}
 
 
 def mcmc(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: dict[str, Any], state: dict[str, Any],

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyro
+import torch
 
 from aezoo import data as datasets
 from aezoo import evaluations
@@ -81,6 +82,7 @@ def fit(
     train_size: int | None = None,
     test_size: int | None = None,
     num_particles: int = 5000,
+    labels: int | None = None,
     progress: bool = True,
     **engine_fields: Any,
 ) -> Path:
@@ -95,6 +97,8 @@ def fit(
         device: ``"cpu"`` or ``"cuda"``.
         settings: ``{"model.z_dim": "10", "engine.num_particles": "5"}``-style overrides.
         binarize, train_size, test_size: see :func:`aezoo.data.load`.
+        labels: keep this many training labels ``y`` (balanced over the classes, seeded) and mark the
+            rest unlabelled (-1), for semi-supervised models (``m2``); None keeps every label.
         num_particles: ``K`` for the test log-likelihood.
         engine_fields: engine fields set directly (``epochs``, ``batch_size``, ``lr``); None is ignored.
 
@@ -113,7 +117,7 @@ def fit(
         _choose("dataset", data, datasets.DATASETS)
     model_sets, engine_sets = _split_settings(settings or {})
     model_cfg = config_with(MODELS[model].Config(), model_sets, "model.")
-    dataset = load_data(data, binarize, train_size, test_size, model, model_cfg)
+    dataset = load_data(data, binarize, train_size, test_size, model, model_cfg, labels)
     model_cfg = sized_to_data(model_cfg, dataset, model_sets)
     fields = {k: v for k, v in engine_fields.items() if v is not None}
     known = {f.name for f in dataclasses.fields(ENGINES[engine])}
@@ -129,7 +133,8 @@ def fit(
     config = {
         "model": {"name": model, "config": config_to_dict(model_cfg)},
         "engine": {"name": engine, "config": {k: v for k, v in config_to_dict(engine_obj).items() if k != "progress"}},
-        "data": {"name": data, "binarize": binarize, "train_size": train_size, "test_size": test_size},
+        "data": {"name": data, "binarize": binarize, "train_size": train_size, "test_size": test_size,
+                 "labels": labels},
         "seed": seed,
         "eval": {"num_particles": num_particles},
     }
@@ -148,8 +153,9 @@ def fit(
 
 
 def load_data(name: str, binarize: str, train_size: int | None, test_size: int | None, model: str,
-              model_cfg: Any) -> datasets.Dataset:
-    """The data set ``name`` (key or file); ``synthetic`` draws the model's ``example_data`` with its covariates."""
+              model_cfg: Any, labels: int | None = None) -> datasets.Dataset:
+    """The data set ``name`` (key or file); ``synthetic`` draws the model's ``example_data`` with its covariates;
+    with ``labels``, all but that many (balanced, seeded) training labels are hidden (see :func:`fit`)."""
     module = MODELS[model]
     options: dict[str, Any] = {}
     if name == "synthetic":  # the one source whose data come from the model; the data layer imports no model
@@ -157,7 +163,32 @@ def load_data(name: str, binarize: str, train_size: int | None, test_size: int |
         options = {"example": lambda n, seed: module.example_data(model_cfg, n, seed=seed),
                    "covariates": tuple(c.name for c in covs), "kinds": {c.name: c.kind for c in covs},
                    "num_classes": getattr(model_cfg, "num_classes", None)}
-    return datasets.load(name, binarize, train_size, test_size, **options)
+    dataset = datasets.load(name, binarize, train_size, test_size, **options)
+    if labels is not None:
+        dataset.train_covariates["y"] = keep_labels(dataset, labels)
+    return dataset
+
+
+def keep_labels(dataset: datasets.Dataset, n: int) -> torch.Tensor:
+    """The training labels with all but ``n`` hidden (-1): ``n / K`` of each class, first in a seeded shuffle.
+
+    Raises:
+        ValueError: the data have no labels ``y``, or ``n`` is not a positive multiple of the number
+            of classes that the data can supply.
+    """
+    y = dataset.train_covariates.get("y")
+    if y is None:
+        raise ValueError(f"--labels needs labelled data (a covariate 'y'); {dataset.name} has none")
+    k = dataset.num_classes or int(y.max()) + 1
+    if n < k or n % k:
+        raise ValueError(f"--labels must be a positive multiple of the {k} classes (balanced labels), got {n}")
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(datasets.STATIC_SEED))
+    keep = torch.cat([order[y[order] == c][: n // k] for c in range(k)])
+    if len(keep) < n:
+        raise ValueError(f"--labels {n}: the training data have fewer than {n // k} images of some class")
+    out = torch.full_like(y, -1)
+    out[keep] = y[keep]
+    return out
 
 
 def sized_to_data(cfg: Any, dataset: datasets.Dataset, explicit: dict[str, str]) -> Any:
@@ -266,7 +297,7 @@ def evaluate(
     ae = load(run_dir, device)
     if dataset is None:
         dataset = load_data(spec["name"], spec["binarize"], spec["train_size"], spec["test_size"],
-                            config["model"]["name"], ae.config)
+                            config["model"]["name"], ae.config, spec.get("labels"))
     state = load_checkpoint(run_dir / CHECKPOINT_FILE)
     pyro.set_rng_seed(config["seed"])
     test = covariates_of(ae, dataset, "test")

@@ -24,6 +24,7 @@ SMALL_CONFIGS: dict[str, dict] = {
     "gppvae": {**_SMALL_VAE, "num_inducing": 4},
     "sgp_bae": {"x_dim": 12, "z_dim": 2, "hidden_dims": (4,), "num_inducing": 4},
     "vamp_vae": {**_SMALL_VAE, "num_pseudo": 3},
+    "m2": {**_SMALL_VAE, "num_classes": 3},
     "hvae": {"x_dim": 12, "z1_dim": 3, "z2_dim": 2, "hidden1": (8,), "hidden2": (6,)},
     "cvae": {**_SMALL_VAE, "c_dim": 3},
     "dmm": {"x_dim": 6, "z_dim": 2, "emission_dim": 8, "transition_dim": 8, "rnn_dim": 8, "seq_len": 5},

@@ -114,8 +114,9 @@ def test_site_names_and_shapes(model_name, tiny):
     observed = {n for n, s in sites.items() if s["is_observed"]}
     latent = set(sites) - observed
     local = {n for n in latent if in_data_plate(sites[n])}  # the rest are global (e.g. Bayesian weights)
-    assert observed and all(n.startswith("x") for n in observed)
-    assert latent and all(n.startswith("z") for n in local), "with every covariate given, local latents are z..."
+    assert "x" in observed and all(n.startswith("x") or n in ae.covariate_names for n in observed)  # M2 observes y
+    # local latents are z...; a covariate is a latent only where the data lack it (M2's unlabelled data)
+    assert latent and all(n.startswith("z") or n in ae.covariate_names for n in local)
     assert latent == set(sample_sites(guide_tr)), "model and guide must sample the same latents"
     assert sites["x"]["value"].shape == x.shape
     z_dim = getattr(ae.config, "z_dim", None)

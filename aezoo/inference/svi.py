@@ -124,7 +124,6 @@ class SVI(GradientEngine):
                                  "kl_warmup_epochs=0 with capacity_max")
         if self.penalty is None and self.penalty_options:
             raise ValueError("penalty_options apply only with a penalty set")
-        self.penalty_term()  # validates the name and the options
         if not self.penalty_weight >= 0:
             raise ValueError(f"penalty_weight must be non-negative, got {self.penalty_weight}")
         if self.elbo not in ELBOS:
@@ -132,9 +131,11 @@ class SVI(GradientEngine):
         if self.elbo != "trace" and self.capacity_max is not None:
             raise ValueError(f"the capacity objective computes its own KL terms; it needs elbo='trace', "
                              f"not {self.elbo!r}")
-        if self.elbo == "traceenum" and (self.beta != 1.0 or self.kl_warmup_epochs or self.penalty is not None):
-            raise ValueError("elbo='traceenum' supports the plain ELBO only: leave beta=1, kl_warmup_epochs=0 and "
-                             "penalty=None (use elbo='tracegraph' for those with discrete latents)")
+        term = self.penalty_term()
+        if self.elbo == "traceenum" and (self.beta != 1.0 or self.kl_warmup_epochs or (term and term.site)):
+            raise ValueError("elbo='traceenum' supports the plain ELBO and terms that read no latent site (gsnn, "
+                             "classification): leave beta=1, kl_warmup_epochs=0 and no q(z) penalty (use "
+                             "elbo='tracegraph' for those with discrete latents)")
 
     def penalty_term(self) -> Term | None:
         """The penalty object named by ``penalty`` with ``penalty_options``, or None."""
@@ -191,7 +192,7 @@ class SVI(GradientEngine):
                                                                                 {"num_data": num_data})
             return -elbo.detach() + (surrogate - surrogate.detach())
         if self.elbo == "traceenum":
-            elbo = TraceEnum_ELBO(**kwargs)
+            elbo = TraceEnum_ELBO(**kwargs, strict_enumeration_warning=False)  # fully labelled M2 batches: none
             if not torch.is_grad_enabled():  # its differentiable_loss refuses to run without gradients
                 return batch[0].new_tensor(elbo.loss(model, guide, *batch, num_data=num_data))
             return elbo.differentiable_loss(model, guide, *batch, num_data=num_data)

@@ -29,6 +29,7 @@ from aezoo.models import (
     hvae,
     info_vae,
     linear_gaussian,
+    m2,
     markov_gp_vae,
     sgp_bae,
     svae,
@@ -39,7 +40,7 @@ from aezoo.models import (
 )
 
 _MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae, bayesian_ae, svae, gp_vae,
-                              markov_gp_vae, dmm, gppvae, sgp_bae, cvae, hvae, vamp_vae]
+                              markov_gp_vae, dmm, gppvae, sgp_bae, cvae, hvae, vamp_vae, m2]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 

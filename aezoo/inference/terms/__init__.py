@@ -53,10 +53,10 @@ class Term:
         raise NotImplementedError
 
 
-from aezoo.inference.terms import dip, gsnn, mmd, swd  # noqa: E402  (the terms subclass Term above)
+from aezoo.inference.terms import classification, dip, gsnn, mmd, swd  # noqa: E402  (they subclass Term above)
 
 TERMS: dict[str, type[Term]] = {"mmd": mmd.MMD, "swd": swd.SlicedWasserstein, "dip_i": dip.DipI,
-                                "dip_ii": dip.DipII, "gsnn": gsnn.GSNN}
+                                "dip_ii": dip.DipII, "gsnn": gsnn.GSNN, "classification": classification.Classification}
 
 
 def make_term(name: str, options: tuple[str, ...] = ()) -> Term:
