@@ -21,7 +21,8 @@ of :data:`aezoo.inference.terms.TERMS` with its fields set by ``penalty_options`
 * ``"mmd"``: unbiased MMD^2 [4] between q(z) and p(z) (InfoVAE [3], WAE-MMD [5]);
 * ``"swd"``: sliced Wasserstein ``SW_2^2`` (SWAE [6]);
 * ``"dip_i"`` / ``"dip_ii"``: DIP-VAE [7];
-* ``"gsnn"``: the GSNN term of the conditional VAE's hybrid objective (Sohn et al. 2015).
+* ``"gsnn"``: the GSNN term of the conditional VAE's hybrid objective (Sohn et al. 2015);
+* ``"classification"``: -log q(y | x) on labelled data, the alpha term of M2 (Kingma et al. 2014).
 
 Pyro's estimator of the ELBO (``elbo``): ``"trace"`` is ``TraceMeanField_ELBO`` with
 ``analytic_kl`` (reparameterised guides only) else ``Trace_ELBO``; ``"tracegraph"`` is
@@ -32,8 +33,8 @@ downstream costs only) and with the baselines that guide sites declare through P
 site enumerated in parallel (``config_enumerate``), which sums them out exactly: the model must
 broadcast correctly over the enumeration dims left of its plates (index parameters by the
 discrete value, as ``gmvae`` does). ``analytic_kl`` applies to ``"trace"`` only; ``"traceenum"``
-supports neither ``beta != 1``, warm-up, penalties nor the capacity objective (Pyro's
-enumeration needs one scale for the sites it sums out together), and the capacity objective
+supports neither ``beta != 1``, warm-up, q(z) penalties (terms with a ``site``) nor the capacity
+objective (Pyro's enumeration needs one scale for the sites it sums out together), and the capacity objective
 is computed from its own traces, so it needs ``elbo="trace"``.
 
 ``loss`` (and so ``FitResult.losses``) is the negative of that objective in nats per datum, at
@@ -215,9 +216,10 @@ class SVI(GradientEngine):
             guide_tr = poutine.trace(ae.guide).get_trace(*batch)
             model_tr = poutine.trace(poutine.replay(ae.model, trace=guide_tr)).get_trace(*batch)
             order = [n for n in model_tr.nodes if n in sites]
-            if order != list(sites):  # Pyro's own sufficient check of the mean-field requirement
+            guide_order = [n for n in sites if n in model_tr.nodes]  # autoguides' auxiliary sites are not the model's
+            if order != guide_order:  # Pyro's own sufficient check of the mean-field requirement
                 raise ValueError(f"svi with analytic_kl (TraceMeanField_ELBO) does not apply to {ae.name}: its model "
-                                 f"samples {order} but its guide {list(sites)}, so the guide is not mean field and "
+                                 f"samples {order} but its guide {guide_order}, so the guide is not mean field and "
                                  "closed-form KL terms would be biased; use analytic_kl=false (Trace_ELBO)")
         if self.beta == 0 and not reparameterised:
             raise ValueError("svi with beta=0 needs reparameterised guide sites (rsample): masking the latent "
