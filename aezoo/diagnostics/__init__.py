@@ -34,12 +34,14 @@ from aezoo.diagnostics.likelihood import (
     reconstruct,
 )
 from aezoo.diagnostics.ppc import PredictiveChecks, posterior_predictive, predictive_checks, prior_predictive
+from aezoo.diagnostics.representations import RepresentationGap, representation_gap
 
 __all__ = [
     "ImportanceEstimate", "importance_estimate", "IWAEBounds", "iwae_bounds", "reconstruct", "generate",
     "ELBODecomposition", "elbo_decomposition", "kl_per_dimension", "UnitActivity", "active_units",
     "MutualInformation", "mutual_information", "CollapseReport", "collapse_report",
-    "PredictiveChecks", "posterior_predictive", "prior_predictive", "predictive_checks",
+    "RepresentationGap", "representation_gap", "PredictiveChecks", "posterior_predictive", "prior_predictive",
+    "predictive_checks",
     "GuideQuality", "guide_quality", "pareto_khat", "mcmc_summary", "to_inference_data", "save_netcdf",
     "load_netcdf", "trace_plot", "rank_plot",
 ]

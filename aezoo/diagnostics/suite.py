@@ -26,6 +26,7 @@ from aezoo import plots
 from aezoo.core import Autoencoder, Data, rows, to_device
 from aezoo.diagnostics import az, latent, likelihood, ppc
 from aezoo.diagnostics._traces import evaluating
+from aezoo.diagnostics.representations import representation_gap
 from aezoo.traces import guide_sites, is_deterministic
 
 DETERMINISTIC_NOTE = ("deterministic (Delta) guide: log q = 0 is no density over z, so the importance-sampled "
@@ -71,7 +72,8 @@ def run(ae: Autoencoder, data: Data, out_dir: str | Path, cfg: Config = Config()
 
     Returns:
         JSON-ready dict: ``kind`` (``"importance"``, or ``"reconstruction"`` for a point-mass guide),
-        ``log_likelihood``, ``bounds``, ``elbo_decomposition``, ``latent``, ``guide_quality``,
+        ``log_likelihood``, ``bounds``, ``elbo_decomposition``, ``latent``, ``representations`` (mean
+        against sampled codes), ``guide_quality``,
         ``predictive_checks``, ``subsample`` and ``figures`` (file names).
     """
     out_dir = Path(out_dir)
@@ -82,6 +84,7 @@ def run(ae: Autoencoder, data: Data, out_dir: str | Path, cfg: Config = Config()
     bounds = likelihood.iwae_bounds(ae, *sub, ks=cfg.ks, num_groups=cfg.bound_groups)
     decomposition = latent.elbo_decomposition(ae, *sub, num_particles=10)
     collapse = latent.collapse_report(ae, *sub)
+    representations = representation_gap(ae, *sub)
     quality = az.guide_quality(ae, *sub, num_particles=cfg.khat_particles)
     checks = ppc.predictive_checks(ae, *sub, num_replicates=cfg.replicates)
     az.save_netcdf(az.to_inference_data(ae, *rows(data, slice(0, cfg.export_points)), num_draws=cfg.export_draws),
@@ -109,6 +112,7 @@ def run(ae: Autoencoder, data: Data, out_dir: str | Path, cfg: Config = Config()
         "bounds": bounds_dict,
         "elbo_decomposition": decomposition.to_dict(),
         "latent": collapse.to_dict(),
+        "representations": representations.to_dict(),
         "guide_quality": quality.to_dict(),
         "predictive_checks": checks.to_dict(),
         "figures": [p.name for p in figures] + ["posterior.nc"],
