@@ -24,6 +24,7 @@ SMALL_CONFIGS: dict[str, dict] = {
     "gppvae": {**_SMALL_VAE, "num_inducing": 4},
     "sgp_bae": {"x_dim": 12, "z_dim": 2, "hidden_dims": (4,), "num_inducing": 4},
     "vamp_vae": {**_SMALL_VAE, "num_pseudo": 3},
+    "vlae": {**_SMALL_VAE, "prior_flows": 1, "prior_hidden": 8},
     "m2": {**_SMALL_VAE, "num_classes": 3},
     "hvae": {"x_dim": 12, "z1_dim": 3, "z2_dim": 2, "hidden1": (8,), "hidden2": (6,)},
     "cvae": {**_SMALL_VAE, "c_dim": 3},

@@ -13,7 +13,7 @@ from aezoo import cli
 from aezoo.diagnostics import importance_estimate
 from aezoo.guides import AmortizedIAF
 from aezoo.inference import ENGINES
-from aezoo.models import MODELS, linear_gaussian, vamp_vae
+from aezoo.models import MODELS, linear_gaussian, vamp_vae, vlae
 
 
 def test_iaf_log_density_is_the_change_of_variables():
@@ -86,6 +86,25 @@ def test_flow_and_vampprior_from_the_command_line(tmp_path, capsys):
     assert "flow_layers" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["hvae", "vamp_vae"])
+def test_vlae_prior_density_is_the_change_of_variables_and_the_flow_trains():
+    cfg = vlae.Config(x_dim=10, z_dim=3, hidden_dims=(8,), prior_flows=2, prior_hidden=8)
+    torch.manual_seed(0)
+    ae = vlae.build(cfg)
+    prior = ae.model.z_dist(torch.zeros(1))
+    z = prior.sample((6,))
+    value, log_det = z, torch.zeros(6)
+    for t in reversed(ae.model.flows):
+        prev = t.inv(value)
+        log_det = log_det + t.log_abs_det_jacobian(prev, value)
+        value = prev
+    expected = dist.Normal(0.0, 1.0).expand([3]).to_event(1).log_prob(value) - log_det
+    torch.testing.assert_close(prior.log_prob(z), expected, rtol=1e-5, atol=1e-5)
+    x = vlae.example_data(cfg, 32)[0]
+    before = [p.detach().clone() for p in ae.model.flows.parameters()]
+    ENGINES["svi"](epochs=2, batch_size=16, lr=1e-2, progress=False).fit(ae, x)
+    assert all(not torch.equal(a, b) for a, b in zip(before, ae.model.flows.parameters()))
+
+
+@pytest.mark.parametrize("name", ["hvae", "vamp_vae", "vlae"])
 def test_new_entries_declare_no_covariates(name):
     assert getattr(MODELS[name], "COVARIATES", ()) == ()

@@ -36,11 +36,12 @@ from aezoo.models import (
     swae,
     vae,
     vamp_vae,
+    vlae,
     wae,
 )
 
 _MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae, bayesian_ae, svae, gp_vae,
-                              markov_gp_vae, dmm, gppvae, sgp_bae, cvae, hvae, vamp_vae, m2]
+                              markov_gp_vae, dmm, gppvae, sgp_bae, cvae, hvae, vamp_vae, m2, vlae]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 
