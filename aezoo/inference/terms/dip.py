@@ -48,11 +48,7 @@ class DipI(Term):
 
 @dataclass(frozen=True)
 class DipII(DipI):
-    """DIP-VAE-II: the covariance of the aggregate posterior q(z).
-
-    Attributes:
-        diag_weight: ``lambda_d / lambda_od``, >= 0.
-    """
+    """DIP-VAE-II: the covariance of the aggregate posterior q(z); ``diag_weight`` defaults to 1 here."""
 
     variant: ClassVar[str] = "ii"
     diag_weight: float = 1.0
