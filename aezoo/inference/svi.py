@@ -61,6 +61,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -77,6 +78,11 @@ from aezoo.inference.terms.warmup import KLWarmup
 from aezoo.traces import guide_sites, max_plate_nesting
 
 ELBOS = ("trace", "tracegraph", "traceenum")
+
+
+@functools.lru_cache(maxsize=64)
+def _term(name: str | None, options: tuple[str, ...]) -> Term | None:
+    return None if name is None else make_term(name, options)
 
 
 @dataclass(frozen=True)
@@ -139,8 +145,8 @@ class SVI(GradientEngine):
                              "elbo='tracegraph' for those with discrete latents)")
 
     def penalty_term(self) -> Term | None:
-        """The penalty object named by ``penalty`` with ``penalty_options``, or None."""
-        return None if self.penalty is None else make_term(self.penalty, self.penalty_options)
+        """The penalty object named by ``penalty`` with ``penalty_options``, or None (built once per engine)."""
+        return _term(self.penalty, self.penalty_options)
 
     def capacity_term(self) -> Capacity | None:
         """The capacity objective, or None without ``capacity_max``."""
