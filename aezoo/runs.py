@@ -129,6 +129,8 @@ def fit(
     pyro.set_rng_seed(seed)
     ae = MODELS[model].build(model_cfg).to(device)
     train = covariates_of(ae, dataset, "train")  # refuses data that lack a required covariate, before any write
+    with torch.random.fork_rng(devices=[]):  # and data the model cannot take (shape, values), also before any write
+        ae.validate(*(train if dataset.transform is None else (dataset.transform(train[0]), *train[1:])))
     out = Path(out or f"runs/{model}-{engine}-{Path(data).stem}-seed{seed}")
     config = {
         "model": {"name": model, "config": config_to_dict(model_cfg)},

@@ -84,6 +84,9 @@ def test_missing_file_grey_levels_outside_unit_interval_and_a_missing_required_c
     np.savez(tmp_path / "real.npz", x=np.linspace(-2, 2, 40).reshape(10, 4))
     assert run("fit", "vae", "--data", str(tmp_path / "real.npz"), *QUICK) == 2
     assert "--binarize none" in capsys.readouterr().err
+    out = tmp_path / "narrow"
+    assert run("fit", "vae", "--data", "digits", "--set", "model.x_dim=10", "--out", str(out), *QUICK) == 2
+    assert "(B, 10)" in capsys.readouterr().err and not out.exists()  # a shape the model does not take: no folder
     out = tmp_path / "gp"
     assert run("fit", "gppvae", "--data", "digits", "--out", str(out), *QUICK) == 2  # digits have no angle c
     assert "needs the covariate 'c'" in capsys.readouterr().err and not out.exists()
