@@ -93,7 +93,7 @@ def test_vlae_prior_density_is_the_change_of_variables_and_the_flow_trains():
     prior = ae.model.z_dist(torch.zeros(1))
     z = prior.sample((6,))
     value, log_det = z, torch.zeros(6)
-    for t in reversed(ae.model.flows):
+    for t in reversed(prior.transforms):
         prev = t.inv(value)
         log_det = log_det + t.log_abs_det_jacobian(prev, value)
         value = prev
