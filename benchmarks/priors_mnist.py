@@ -8,7 +8,7 @@ test ELBO and the active units per latent site:
 - ``vae``: 784-200-200-50 tanh, ``svi`` (Burda et al.'s one-layer VAE);
 - ``hvae`` and ``hvae_iwae5``: Burda et al.'s two-layer architecture, ``svi`` (Trace_ELBO) and ``iwae`` K = 5;
 - ``vamp_vae``: the VampPrior (K = 500 pseudo-inputs, D_z = 40, 300-300 tanh) on static MNIST, with the KL
-  warmed up over the first 10 epochs as [2] does (over 100); without warm-up it collapsed to 0 active units;
+  warmed up over the first 10 epochs as [2] does (over 100); it collapsed to 0 active units with and without;
 - ``vae_static``: the same VAE on static MNIST, its reference;
 - ``vae_iaf4``: the VAE with a 4-layer IAF guide;
 - ``vlae``: the VAE with a 2-layer autoregressive-flow prior (Chen et al.), D_z = 50.
