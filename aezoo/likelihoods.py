@@ -43,6 +43,15 @@ def x_dist(likelihood: str, out: Tensor, scale: Tensor | None = None, mask: Tens
     return (base if mask is None else base.mask(mask)).to_event(event_dims)
 
 
+def check_labels(y: Tensor, num_classes: int, model: str, unlabelled: bool = False) -> None:
+    """``ValueError`` unless ``y`` is ``(B,)`` integer labels in ``[0, num_classes)`` (or -1 when ``unlabelled``)."""
+    low = -1 if unlabelled else 0
+    if y.dim() != 1 or y.is_floating_point() or ((y < low) | (y >= num_classes)).any():
+        extra = ", or -1 for unlabelled data" if unlabelled else ""
+        raise ValueError(f"{model} labels 'y' must be integers in [0, {num_classes}) of shape (B,){extra}; got "
+                         f"{y.dtype} {tuple(y.shape)}; renumber the classes or set model.num_classes")
+
+
 def check_mask(mask: Tensor | None, x: Tensor) -> None:
     """``ValueError`` unless ``mask`` is None or bool of ``x``'s shape."""
     if mask is not None and (mask.shape != x.shape or mask.dtype != torch.bool):

@@ -2,8 +2,8 @@
 
 from aezoo.guides.delta import AmortizedDelta
 from aezoo.guides.iaf import AmortizedIAF
-from aezoo.guides.normal import AmortizedLinearNormal, AmortizedNormal
+from aezoo.guides.normal import AmortizedLinearNormal, AmortizedNormal, diagonal_normal, loc_scale
 from aezoo.guides.structured import BandedGuide, KalmanGuide
 
-__all__ = ["AmortizedNormal", "AmortizedLinearNormal", "AmortizedDelta", "AmortizedIAF", "KalmanGuide",
-           "BandedGuide"]
+__all__ = ["AmortizedNormal", "AmortizedLinearNormal", "AmortizedDelta", "AmortizedIAF", "diagonal_normal", "loc_scale",
+           "KalmanGuide", "BandedGuide"]

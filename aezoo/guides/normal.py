@@ -10,6 +10,17 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 
+def loc_scale(out: Tensor, min_scale: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """Split a network output ``(..., 2 D)`` into the mean and a softplus standard deviation, each ``(..., D)``."""
+    loc, raw = out.chunk(2, dim=-1)
+    return loc, F.softplus(raw) + min_scale
+
+
+def diagonal_normal(out: Tensor, min_scale: float = 1e-5) -> dist.Distribution:
+    """The diagonal Normal with event shape ``(D,)`` whose parameters a network output ``(..., 2 D)`` holds."""
+    return dist.Normal(*loc_scale(out, min_scale)).to_event(1)
+
+
 class AmortizedNormal(PyroModule):
     """q(site_b | x_b) = N(mu(x_b), diag sigma(x_b)^2): a diagonal Normal from an encoder network.
 
@@ -31,8 +42,7 @@ class AmortizedNormal(PyroModule):
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation, each ``(B, D_z)``."""
-        loc, raw = self.encoder(x).chunk(2, dim=-1)
-        return loc, F.softplus(raw) + self.min_scale
+        return loc_scale(self.encoder(x), self.min_scale)
 
     def forward(self, x: Tensor, *covariates: Tensor, num_data: int | None = None) -> Tensor:
         with pyro.plate("data", num_data or len(x), subsample=x):

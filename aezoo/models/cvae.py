@@ -44,7 +44,8 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from aezoo.core import Autoencoder, Covariate
-from aezoo.likelihoods import check_mask, check_x, x_dist
+from aezoo.guides import diagonal_normal
+from aezoo.likelihoods import check_labels, check_mask, check_x, x_dist
 from aezoo.models import vae
 from aezoo.nn import MLP, decoder_network, encoder_network
 
@@ -125,8 +126,7 @@ class Model(PyroModule):
 
     def z_dist(self, cond: Tensor) -> dist.Distribution:
         """The conditional prior p(z | cond) for ``cond`` ``(..., B, cond_dim)``; event shape ``(D_z,)``."""
-        loc, raw = self.prior_net(cond).chunk(2, -1)
-        return dist.Normal(loc, F.softplus(raw) + 1e-5).to_event(1)
+        return diagonal_normal(self.prior_net(cond))
 
     def x_dist(self, z: Tensor, cond: Tensor, mask: Tensor | None = None) -> dist.Distribution:
         """p(x | z, cond) for ``z`` ``(..., B, D_z)``; event shape ``(D_x,)``, entries outside ``mask`` left out."""
@@ -140,10 +140,7 @@ class Model(PyroModule):
         check_x(x, self.cfg.x_dim, self.cfg.likelihood)
         check_mask(mask, x)
         if self.cfg.condition == "y" and y is not None:
-            if y.dim() != 1 or y.is_floating_point() or ((y < 0) | (y >= self.cfg.num_classes)).any():
-                raise ValueError(f"cvae labels 'y' must be integers in [0, {self.cfg.num_classes}) of shape (B,), got "
-                                 f"{y.dtype} {tuple(y.shape)} with values {y.min().item()} .. {y.max().item()}; "
-                                 "renumber the classes or set model.num_classes")
+            check_labels(y, self.cfg.num_classes, "cvae")
         if self.cfg.condition == "c":
             cond = condition(self.cfg, x, None, c)
             if cond.shape[-1] != self.cfg.c_dim or not torch.isfinite(cond).all():
@@ -169,8 +166,7 @@ class Guide(PyroModule):
                 out = self.encoder(torch.cat([seen.expand(*cond.shape[:-1], x.shape[-1]), cond], -1))
             else:
                 out = self.encoder(seen, cond)
-            loc, raw = out.chunk(2, -1)
-            pyro.sample("z", dist.Normal(loc, F.softplus(raw) + 1e-5).to_event(1))
+            pyro.sample("z", diagonal_normal(out))
 
 
 def build(cfg: Config = Config()) -> Autoencoder:

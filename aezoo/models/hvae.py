@@ -32,6 +32,7 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from aezoo.core import Autoencoder
+from aezoo.guides import diagonal_normal
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
 from aezoo.nn import MLP
 
@@ -56,12 +57,6 @@ class Config:
                              f"{self.z2_dim}")
 
 
-def normal(net: nn.Module, h: Tensor, min_scale: float = 1e-5) -> dist.Distribution:
-    """A diagonal Normal with event shape ``(D,)`` from ``net(h)`` = ``(loc, pre-softplus scale)``."""
-    loc, raw = net(h).chunk(2, -1)
-    return dist.Normal(loc, F.softplus(raw) + min_scale).to_event(1)
-
-
 class Model(PyroModule):
     """p(z2) p(z1 | z2) p(x | z1); see the module docstring."""
 
@@ -76,7 +71,7 @@ class Model(PyroModule):
     def forward(self, x: Tensor, num_data: int | None = None) -> None:
         with pyro.plate("data", num_data or len(x), subsample=x):
             z2 = pyro.sample("z2", dist.Normal(x.new_zeros(self.cfg.z2_dim), 1.0).to_event(1))
-            z1 = pyro.sample("z1", normal(self.z1_net, z2))
+            z1 = pyro.sample("z1", diagonal_normal(self.z1_net(z2)))
             pyro.sample("x", self.x_dist(z1), obs=x)
 
     def x_dist(self, z1: Tensor) -> dist.Distribution:
@@ -98,8 +93,8 @@ class Guide(PyroModule):
 
     def forward(self, x: Tensor, num_data: int | None = None) -> None:
         with pyro.plate("data", num_data or len(x), subsample=x):
-            z1 = pyro.sample("z1", normal(self.z1_net, x))
-            pyro.sample("z2", normal(self.z2_net, z1))
+            z1 = pyro.sample("z1", diagonal_normal(self.z1_net(x)))
+            pyro.sample("z2", diagonal_normal(self.z2_net(z1)))
 
 
 def build(cfg: Config = Config()) -> Autoencoder:
@@ -113,5 +108,5 @@ def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor]:
         torch.manual_seed(seed)
         model = Model(cfg)
         with torch.no_grad():
-            z1 = normal(model.z1_net, torch.randn(n, cfg.z2_dim)).sample()
+            z1 = diagonal_normal(model.z1_net(torch.randn(n, cfg.z2_dim))).sample()
             return (model.x_dist(z1).sample(),)

@@ -39,7 +39,8 @@ from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from aezoo.core import Autoencoder, Covariate
-from aezoo.likelihoods import check_x, x_dist
+from aezoo.guides import diagonal_normal
+from aezoo.likelihoods import check_labels, check_x, x_dist
 from aezoo.models import vae
 from aezoo.nn import MLP
 
@@ -100,10 +101,8 @@ class Model(PyroModule):
 
     def validate(self, x: Tensor, y: Tensor | None = None) -> None:
         check_x(x, self.cfg.x_dim, self.cfg.likelihood)
-        if y is not None and (y.dim() != 1 or y.is_floating_point() or ((y < UNLABELLED) | (y >= self.cfg.num_classes))
-                              .any()):
-            raise ValueError(f"m2 labels 'y' must be integers in [0, {self.cfg.num_classes}) of shape (B,), or -1 for "
-                             f"unlabelled data; got {y.dtype} {tuple(y.shape)}")
+        if y is not None:
+            check_labels(y, self.cfg.num_classes, "m2", unlabelled=True)
 
 
 class Guide(PyroModule):
@@ -129,8 +128,7 @@ class Guide(PyroModule):
                     known = F.one_hot(y.clamp_min(0), self.cfg.num_classes).to(x.dtype) * 1e4 - 1e4
                     logits = torch.where((y >= 0).unsqueeze(-1), known, logits)
                 label = pyro.sample("y", dist.Categorical(logits=logits))
-            loc, raw = self.encoder(with_label(x, label, self.cfg.num_classes)).chunk(2, -1)
-            pyro.sample("z", dist.Normal(loc, F.softplus(raw) + 1e-5).to_event(1))
+            pyro.sample("z", diagonal_normal(self.encoder(with_label(x, label, self.cfg.num_classes))))
 
 
 def build(cfg: Config = Config()) -> Autoencoder:
