@@ -75,9 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             metrics = runs.evaluate(args.run_dir, args.num_particles, args.device)
             out = args.run_dir
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as err:
+    except (ValueError, RuntimeError, FloatingPointError) as err:
         print(f"aezoo: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a missing file, a read-only or full disk, a path that is a file
+        print(f"aezoo: error: {err}; check the path and its permissions", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aezoo: stopped; the run folder keeps its last checkpoint: rerun the same command to resume from it",
+              file=sys.stderr)
+        return 130
     print(_headline(metrics))
     print(f"report: {out}/report.html")
     return 0

@@ -5,16 +5,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+import numpy as np
+import pyro
 import torch
 from pyro.nn import PyroModule
 from torch import Tensor
+
+# Each PyroModule keeps its parameters to itself instead of in Pyro's global param store, so that two
+# models built in one process never share parameters by name (an AutoNormal guide's "locs.w" would).
+pyro.settings.set(module_local_params=True)
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -70,6 +78,10 @@ class Autoencoder(PyroModule):
 
     def __init__(self, model: PyroModule, guide: PyroModule, config: Any, name: str,
                  covariates: tuple[Covariate, ...] = ()) -> None:
+        if not pyro.settings.get("module_local_params"):
+            raise ValueError("aezoo needs pyro.settings.set(module_local_params=True) (set when aezoo is imported, "
+                             "turned off since): with Pyro's global param store two models in one process share "
+                             "parameters of the same name, and the second one trains from the first's")
         super().__init__()
         self.model = model
         self.guide = guide
@@ -84,6 +96,21 @@ class Autoencoder(PyroModule):
 
     def forward(self, x: Tensor, *covariates: Tensor, num_data: int | None = None):
         return self.model(x, *covariates, num_data=num_data)
+
+    def prepare(self, *data) -> tuple:
+        """``(x, *covariates)`` as tensors the model takes: numpy arrays become tensors, and ``x`` and the
+        ``continuous``/``time`` covariates take the model's floating dtype (a ``UserWarning`` names each
+        conversion; ``torch.from_numpy`` of a float64 array is the common case). See :func:`as_tensors`.
+
+        Raises:
+            ValueError: no data, empty data, or an entry that is neither a tensor, an array nor None.
+        """
+        if not data or data[0] is None:
+            raise ValueError("fit and the diagnostics need at least the data tensor x")
+        params = next(iter(self.parameters()), None)
+        dtype = params.dtype if params is not None and params.is_floating_point() else torch.get_default_dtype()
+        kinds = tuple("float" if c.kind in ("continuous", "time") else c.kind for c in self.covariates)
+        return as_tensors(data, dtype, kinds)
 
     def validate(self, x: Tensor, *covariates: Tensor) -> None:
         """Raise ``ValueError`` with advice when ``x`` does not fit the model (see the model's docs)."""
@@ -137,6 +164,43 @@ def rows(data: Data, index) -> Data:
 def to_device(data: Data, device) -> Data:
     """Each tensor of ``data`` moved to ``device``; None stays None."""
     return tuple(None if d is None else d.to(device) for d in data)
+
+
+def as_tensors(data: tuple, dtype: torch.dtype, names: tuple[str, ...] = ()) -> tuple:
+    """User data as tensors: numpy arrays become tensors, and floating or integer ``x`` (and
+    covariates of kind ``continuous``/``time``, listed in ``names``) take the model's ``dtype``,
+    with a ``UserWarning`` that names the conversion once per call.
+
+    Args:
+        data: ``(x, *covariates)``; None stays None.
+        dtype: the model's floating dtype.
+        names: per entry of ``data`` after ``x``, ``"float"`` to cast like ``x`` or anything else to keep.
+
+    Raises:
+        ValueError: an entry that is neither a tensor, an array nor None, or an empty ``x``.
+    """
+    out, notes = [], []
+    for i, d in enumerate(data):
+        if d is None:
+            out.append(None)
+            continue
+        if isinstance(d, np.ndarray):
+            if d.dtype == object or not (np.issubdtype(d.dtype, np.number) or d.dtype == bool):
+                raise ValueError(f"data entry {i} is a numpy array of {d.dtype}; pass numbers")
+            notes.append(f"entry {i}: numpy {d.dtype} -> torch")
+            d = torch.from_numpy(np.ascontiguousarray(d))
+        elif not isinstance(d, torch.Tensor):
+            raise ValueError(f"data entry {i} is a {type(d).__name__}; pass a torch tensor or a numpy array")
+        cast = i == 0 or (i - 1 < len(names) and names[i - 1] == "float" and d.dtype != torch.bool)
+        if cast and d.dtype != dtype:
+            notes.append(f"entry {i}: {d.dtype} -> {dtype}")
+            d = d.to(dtype)
+        out.append(d)
+    if out and out[0] is not None and len(out[0]) == 0:
+        raise ValueError("the data are empty (x has 0 rows); pass at least one datum")
+    if notes:
+        warnings.warn(f"aezoo converted the data to the model's dtype ({'; '.join(notes)})", UserWarning, stacklevel=3)
+    return tuple(out)
 
 
 def check_lengths(data: Data) -> int:
@@ -206,7 +270,7 @@ def _parse_as(hint: Any, text: str, key: str) -> Any:
             return origin(text)
     except ValueError as err:
         raise ValueError(f"cannot read {key}={text!r} as {hint}") from err
-    raise TypeError(f"{key}: fields of type {hint} cannot be set from text")
+    raise ValueError(f"{key}: a field of type {hint} cannot be set from the command line; set it from Python")
 
 
 def key_values(texts: list[str] | tuple[str, ...], what: str, example: str) -> dict[str, str]:
@@ -260,17 +324,34 @@ def save(ae: Autoencoder, run_dir: str | Path, extra: dict[str, Any] | None = No
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {"model": {"name": ae.name, "config": config_to_dict(ae.config)}, **(extra or {})}
-    (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    atomic_write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2) + "\n")
     atomic_torch_save({"model": ae.state_dict()}, run_dir / CHECKPOINT_FILE)
     return run_dir
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file then rename, so an interruption never leaves half a file."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside ``path`` to write; on success it replaces ``path`` in one rename (readers
+    see the old file or the new one, never half of one), on failure it is removed."""
     path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

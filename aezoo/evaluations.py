@@ -25,7 +25,7 @@ from pyro import poutine
 
 from aezoo import data as datasets
 from aezoo import plots, report
-from aezoo.core import CONFIG_FILE, Data, load_checkpoint, rows, to_device
+from aezoo.core import CONFIG_FILE, Data, atomic_write_text, load_checkpoint, rows, to_device
 from aezoo.diagnostics import generate, likelihood, reconstruct, suite
 from aezoo.diagnostics._traces import evaluating
 from aezoo.inference import ENGINES
@@ -41,15 +41,27 @@ def read_config(run_dir: Path) -> dict[str, Any]:
     """A run folder's ``config.json``.
 
     Raises:
-        FileNotFoundError: no ``config.json``. ValueError: it is not valid JSON (says what to do).
+        FileNotFoundError: no ``config.json``. ValueError: it is not valid JSON, or lacks a key a run
+            folder has (says what to do).
     """
     path = run_dir / CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is corrupt ({err}); delete the run folder and fit again") from err
+    missing = [f"{k}.{f}" if f else k for k, fields in CONFIG_KEYS.items() for f in (fields or (None,))
+               if not isinstance(config, dict) or not isinstance(config.get(k), dict if fields else object)
+               or (f and f not in config[k])]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: it was not written by aezoo fit or was edited; "
+                         "delete the run folder and fit again")
+    return config
+
+
+CONFIG_KEYS = {"model": ("name", "config"), "engine": ("name", "config"), "seed": None,
+               "data": ("name", "binarize", "train_size", "test_size"), "eval": ("num_particles",)}
 
 
 def header(kind: str, config: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
@@ -77,12 +89,12 @@ def evaluate(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: d
 def write(run_dir: Path, metrics: dict[str, Any], diag: dict[str, Any], config: dict[str, Any],
           losses: torch.Tensor | None = None) -> dict[str, Any]:
     """Write ``metrics.json``, ``diagnostics.json`` (non-finite numbers as null), the loss curve and the report."""
-    (run_dir / "metrics.json").write_text(json.dumps(finite(metrics), indent=2) + "\n")
-    (run_dir / "diagnostics.json").write_text(json.dumps(finite(diag), indent=1) + "\n")
+    atomic_write_text(run_dir / "diagnostics.json", json.dumps(finite(diag), indent=1) + "\n")
     if losses is not None and len(losses):
         plots.loss_curve(losses, run_dir / "loss.png", f"{config['engine']['name']} loss")
     report.write(run_dir, metrics, diag, config)
-    return metrics
+    atomic_write_text(run_dir / "metrics.json", json.dumps(finite(metrics), indent=2) + "\n")  # last: a run is
+    return metrics  # evaluated when its metrics.json exists
 
 
 def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: dict[str, Any],
@@ -97,8 +109,11 @@ def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config:
         "num_test": ll["num_data"], "num_particles": num_particles,
         "test_log_likelihood": ll["log_likelihood"], "test_log_likelihood_se": ll["log_likelihood_se"],
         "test_log_likelihood_mcse": ll["log_likelihood_mcse"], "test_elbo": ll["elbo"],
+        "test_log_likelihood_lower_95": ll.get("log_likelihood_lower_95"),
         "inference_gap": ll["inference_gap"], "active_units": diag["latent"]["active_units"],
         "khat_share_above_0.7": diag["guide_quality"]["share_above"],
+        # the delta-method MCSE means something only where the weights' tails are light (k-hat <= 0.7)
+        "test_log_likelihood_mcse_reliable": diag["guide_quality"]["share_above"] == 0,
     }
     if diag["kind"] == "reconstruction":  # a deterministic guide: no log p(x) estimate, the reconstruction instead
         metrics.update(note=diag["note"], test_reconstruction=ll["reconstruction"])
@@ -199,6 +214,7 @@ def sequences(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: 
         **header("sequence", config, state), "num_test": est["num_data"], "num_particles": num_particles,
         "test_log_likelihood": est["log_likelihood"], "test_log_likelihood_se": est["log_likelihood_se"],
         "test_log_likelihood_mcse": est["log_likelihood_mcse"], "test_elbo": est["elbo"],
+        "test_log_likelihood_lower_95": est["log_likelihood_lower_95"],
         "observed_entries_per_sequence": (x.numel() if mask is None else mask.sum().item()) / len(x),
     }
     diag: dict[str, Any] = {"log_likelihood": est, "note": "sequence data: log p(x) of the observed entries, nats "

@@ -19,6 +19,26 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
     "gelu": nn.GELU,
 }
+GATED = "gated"  # an MLP layer of its own, :class:`GatedLinear`, rather than an activation after a Linear
+
+
+class GatedLinear(nn.Module):
+    """A gated dense layer ``h(x) * sigmoid(g(x))`` with two affine maps ``in_dim -> out_dim``.
+
+    The layers of Tomczak & Welling's VampPrior networks (after Dauphin et al.'s gated linear
+    units, arXiv:1612.08083): the linear path does not saturate. Shapes ``(..., in_dim) -> (..., out_dim)``.
+
+    References:
+        1. VAE with a VampPrior, Tomczak & Welling, arXiv:1705.07120.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.h = nn.Linear(in_dim, out_dim)
+        self.g = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h(x) * torch.sigmoid(self.g(x))
 
 
 class MLP(nn.Sequential):
@@ -28,7 +48,7 @@ class MLP(nn.Sequential):
         in_dim: input size.
         hidden_dims: sizes of the hidden layers (may be empty: a linear map).
         out_dim: output size; the last layer has no activation.
-        activation: a key of :data:`ACTIVATIONS`.
+        activation: a key of :data:`ACTIVATIONS`, or ``"gated"``: each hidden layer a :class:`GatedLinear`.
 
     Shapes: ``(..., in_dim) -> (..., out_dim)``; any leading dims (particles, batch) pass through.
 
@@ -37,11 +57,11 @@ class MLP(nn.Sequential):
     """
 
     def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "tanh"):
-        act = _activation(activation)
+        act = None if activation == GATED else _activation(activation)
         sizes = [in_dim, *hidden_dims]
         layers: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), act()]
+            layers += [GatedLinear(a, b)] if act is None else [nn.Linear(a, b), act()]
         layers.append(nn.Linear(sizes[-1], out_dim))
         super().__init__(*layers)
 
@@ -50,6 +70,8 @@ NETWORKS = ("mlp", "conv")
 
 
 def _activation(name: str) -> type[nn.Module]:
+    if name == GATED:
+        raise ValueError("the gated activation applies to MLP layers; use network='mlp' or another activation")
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]

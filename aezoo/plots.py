@@ -61,8 +61,11 @@ def _figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (5, 3
 
 def _save(fig: Figure, path: str | Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return Path(path)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")  # written whole, then renamed: never half a figure
+    fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png")
+    tmp.replace(path)
+    return path
 
 
 def latent_scatter(codes: Tensor, labels: Tensor | None, path: str | Path, title: str = "latent space") -> Path:

@@ -56,7 +56,9 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}figure{{margin:1.5em 0}}</sty
 </body></html>
 """
     path = run_dir / "report.html"
-    path.write_text(page)
+    tmp = path.with_name(".report.html.tmp")  # written whole, then renamed: never half a page
+    tmp.write_text(page)
+    tmp.replace(path)
     return path
 
 
@@ -89,11 +91,14 @@ def _mcmc_sections(diagnostics: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def _khat_warning(diagnostics: dict[str, Any]) -> str:
     share = diagnostics.get("guide_quality", {}).get("share_above")
-    if share is None or share <= 0.1:
+    if not share:
         return ""
     return (f" <strong>Caution:</strong> {100 * share:.0f}% of the checked test points have Pareto k-hat above 0.7, "
-            "so their importance weights are heavy-tailed: the log-likelihood is a conservative lower bound and its "
-            "Monte Carlo error understates the true error (Yao et al., arXiv:1802.02538).")
+            "so their importance weights are heavy-tailed: <code>test_log_likelihood_mcse</code> is unreliable "
+            "(it understates the error, and <code>test_log_likelihood_mcse_reliable</code> is false) and the "
+            "estimate may sit below the true log-likelihood by more than it says (Yao et al., arXiv:1802.02538). "
+            "What holds for any guide is <code>test_log_likelihood_lower_95</code>: with 95% probability the true "
+            "mean log-likelihood is at least that (Grosse et al., arXiv:1511.02543).")
 
 
 def _base64(path: Path) -> str:

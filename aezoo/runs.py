@@ -14,9 +14,12 @@ training point is a Python-API task on a handful of points (tutorial 04).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import importlib.metadata
 import json
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -27,11 +30,13 @@ import torch
 from aezoo import data as datasets
 from aezoo import evaluations
 from aezoo.catalogue import local_latents
+from aezoo.checks import integer
 from aezoo.core import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     Autoencoder,
     atomic_torch_save,
+    atomic_write_text,
     config_to_dict,
     config_with,
     load_checkpoint,
@@ -109,6 +114,8 @@ def fit(
         ValueError: unknown names or settings, or a folder holding a different run.
     """
     _choose("model", model, MODELS)
+    check_device(device)
+    integer("--num-particles", num_particles)
     defaults: dict[str, Any] = {}
     if engine is None:
         engine, defaults = getattr(MODELS[model], "DEFAULT_ENGINE", ("svi", {}))
@@ -131,6 +138,8 @@ def fit(
     train = covariates_of(ae, dataset, "train")  # refuses data that lack a required covariate, before any write
     with torch.random.fork_rng(devices=[]):  # and data the model cannot take (shape, values), also before any write
         ae.validate(*(train if dataset.transform is None else (dataset.transform(train[0]), *train[1:])))
+    if isinstance(engine_obj, McmcEngine):
+        _refuse_local_latents(ae, train)
     out = Path(out or f"runs/{model}-{engine}-{Path(data).stem}-seed{seed}")
     config = {
         "model": {"name": model, "config": config_to_dict(model_cfg)},
@@ -140,18 +149,66 @@ def fit(
         "seed": seed,
         "eval": {"num_particles": num_particles},
     }
-    _claim(out, config)
-    (out / CONFIG_FILE).write_text(json.dumps({**config, "device": device, "versions": versions()}, indent=2) + "\n")
-
-    if isinstance(engine_obj, McmcEngine):
-        result = _sample(ae, engine_obj, train, dataset.transform, out)
-    else:
-        result = engine_obj.fit(ae, *train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE)
-    with open(out / "losses.csv", "w") as f:
-        f.write("epoch,loss_nats_per_datum\n")
-        f.writelines(f"{i + 1},{v:.6f}\n" for i, v in enumerate(result.losses.tolist()))
-    evaluate(out, device=device, dataset=dataset)
+    _claim(out, config, engine_obj)
+    with locked(out):
+        atomic_write_text(out / CONFIG_FILE, json.dumps({**config, "device": device, "versions": versions()},
+                                                        indent=2) + "\n")
+        if isinstance(engine_obj, McmcEngine):
+            result = _sample(ae, engine_obj, train, dataset.transform, out)
+        else:
+            result = engine_obj.fit(ae, *train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE)
+        atomic_write_text(out / "losses.csv", "epoch,loss_nats_per_datum\n" + "".join(
+            f"{i + 1},{v:.6f}\n" for i, v in enumerate(result.losses.tolist())))
+        evaluate(out, device=device, dataset=dataset)
     return out
+
+
+def check_device(device: str) -> None:
+    """``ValueError`` for a device name torch does not know or a CUDA device this machine lacks."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}; use cpu or cuda (cuda:N)") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no usable CUDA device (torch.cuda.is_available() is "
+                         "False); use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: aezoo runs on cpu or cuda")
+
+
+LOCK_FILE = ".lock"
+_HELD: set[Path] = set()
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path):
+    """Hold an exclusive lock (``flock`` on ``run_dir/.lock``) for the block, so that a second ``fit`` or ``eval``
+    of the same folder is refused while this one runs; re-entrant within a process (fit calls evaluate).
+
+    Raises:
+        ValueError: another process holds the lock (the message gives its pid).
+    """
+    key = Path(run_dir).resolve()
+    if key in _HELD:
+        yield
+        return
+    fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise ValueError(f"another aezoo process (pid {holder}) is fitting or evaluating {run_dir}; wait for it "
+                             "to finish, or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+    finally:
+        os.close(fd)
 
 
 def load_data(name: str, binarize: str, train_size: int | None, test_size: int | None, model: str,
@@ -223,14 +280,17 @@ def covariates_of(ae: Autoencoder, dataset: datasets.Dataset, split: str) -> tup
     return dataset.arrays(split, ae.covariate_names)
 
 
-def _sample(ae, engine: McmcEngine, train: tuple, transform, out: Path):
-    """Run an MCMC engine on the training data; write ``posterior_samples.pt`` and ``checkpoint.pt``."""
-    train = to_device(train, next(ae.parameters()).device)
-    local = local_latents(ae, *train)
+def _refuse_local_latents(ae: Autoencoder, train: tuple) -> None:
+    local = local_latents(ae, *to_device(train, next(ae.parameters()).device))
     if local:
         raise ValueError(f"{ae.name} has local latents {local}: MCMC would sample them for every training point. "
                          "Use an MCMC engine from Python on a handful of points of a trained model (tutorial 04), "
                          "or a model whose latents are all global (bayesian_ae)")
+
+
+def _sample(ae, engine: McmcEngine, train: tuple, transform, out: Path):
+    """Run an MCMC engine on the training data; write ``posterior_samples.pt`` and ``checkpoint.pt``."""
+    train = to_device(train, next(ae.parameters()).device)
     result = engine.fit(ae, *train, transform=transform, checkpoint=out / "mcmc_checkpoint.pt")
     atomic_torch_save({"samples": result.samples, "stats": result.stats}, out / SAMPLES_FILE)
     atomic_torch_save({"model": ae.state_dict(), "train_seconds": result.stats["train_seconds"].sum().item()},
@@ -241,12 +301,15 @@ def _sample(ae, engine: McmcEngine, train: tuple, transform, out: Path):
 _MAY_CHANGE = {"engine.config.epochs", "engine.config.num_chains", "eval.num_particles"}
 
 
-def _claim(out: Path, config: dict[str, Any]) -> None:
+def _claim(out: Path, config: dict[str, Any], engine: Any = None) -> None:
     """Create ``out``, or accept it when it holds the same run (then fitting resumes).
 
-    Only ``engine.epochs`` (a finished run trains on to the new number) and the evaluation
-    particles may differ.
+    Only ``engine.epochs`` (a finished run trains on to the new number), ``num_chains`` and the
+    evaluation particles may differ; fewer epochs than the checkpoint holds are refused here,
+    before anything is written.
     """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; name a folder (new, or a run folder to resume)")
 
     def flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         items: dict[str, Any] = {}
@@ -261,6 +324,12 @@ def _claim(out: Path, config: dict[str, Any]) -> None:
         if changed:
             raise ValueError(f"{out} holds a different run (it differs in {', '.join(changed)}); "
                              "choose another --out or delete the folder")
+        checkpoint = out / CHECKPOINT_FILE
+        if hasattr(engine, "epochs") and checkpoint.exists():
+            done = len(load_checkpoint(checkpoint).get("losses", ()))
+            if done > engine.epochs:
+                raise ValueError(f"{out} already holds {done} epochs, more than --epochs {engine.epochs}; pass "
+                                 f"--epochs {done} or more to resume, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -293,8 +362,16 @@ def evaluate(
         FileNotFoundError: not a run folder. ValueError: a corrupt ``config.json``.
     """
     run_dir = Path(run_dir)
+    check_device(device)
     config = evaluations.read_config(run_dir)
-    K = num_particles or config["eval"]["num_particles"]
+    K = config["eval"]["num_particles"] if num_particles is None else num_particles
+    integer("--num-particles", K)
+    with locked(run_dir):
+        return _evaluate(run_dir, config, K, device, dataset)
+
+
+def _evaluate(run_dir: Path, config: dict[str, Any], K: int, device: str,
+              dataset: datasets.Dataset | None) -> dict[str, Any]:
     spec = config["data"]
     ae = load(run_dir, device)
     if dataset is None:

@@ -14,6 +14,7 @@ from aezoo.diagnostics import importance_estimate
 from aezoo.guides import AmortizedIAF
 from aezoo.inference import ENGINES
 from aezoo.models import MODELS, linear_gaussian, vamp_vae, vlae
+from aezoo.nn import MLP
 
 
 def test_iaf_log_density_is_the_change_of_variables():
@@ -72,6 +73,18 @@ def test_vampprior_density_is_the_mixture_of_the_guide_at_the_pseudo_inputs():
     # the prior's gradient reaches the shared encoder and the pseudo-inputs
     ae.model.z_dist(z).log_prob(z).sum().backward()
     assert ae.model.pseudo.grad.abs().sum() > 0 and all(p.grad is not None for p in ae.guide.parameters())
+
+
+def test_gated_layers_are_the_gated_linear_unit_and_refuse_conv():
+    torch.manual_seed(0)
+    net = MLP(6, (5, 4), 3, "gated")
+    assert [type(m).__name__ for m in net] == ["GatedLinear", "GatedLinear", "Linear"]
+    x = torch.randn(2, 6)
+    first = net[0]
+    torch.testing.assert_close(first(x), first.h(x) * torch.sigmoid(first.g(x)))
+    assert vamp_vae.Config().activation == "gated"  # Tomczak & Welling's layers; tanh collapses on MNIST
+    with pytest.raises(ValueError, match="gated activation applies to MLP"):
+        vamp_vae.build(vamp_vae.Config(x_dim=64, network="conv", image_shape=(8, 8), channels=(4,)))
 
 
 def test_flow_and_vampprior_from_the_command_line(tmp_path, capsys):

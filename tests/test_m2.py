@@ -93,3 +93,34 @@ def test_semi_supervised_fit_from_the_cli_learns_to_classify(tmp_path, capsys):
     assert config["data"]["labels"] == 100 and config["engine"]["config"]["elbo"] == "traceenum"
     # 300 test digits: chance is 0.10; 100 labels and 30 epochs reach far more (measured: 0.74)
     assert metrics["test_accuracy"] > 0.5
+
+
+def test_labelled_per_batch_puts_labels_in_every_minibatch_and_keeps_the_objective():
+    torch.manual_seed(0)
+    ae = m2.build(CFG)
+    x, _ = m2.example_data(CFG, 200, seed=1)
+    y = torch.where(torch.arange(200) < 20, torch.arange(200) % 3, m2.UNLABELLED)  # 20 labelled
+    seen = []
+
+    class Spy(type(ENGINES["svi"]())):
+        def loss(self, ae, *batch, num_data):
+            seen.append((len(batch[0]), int((batch[1] >= 0).sum()), num_data))
+            return super().loss(ae, *batch, num_data=num_data)
+
+    spy = Spy(epochs=2, batch_size=50, labelled_per_batch=5, elbo="traceenum", penalty="classification",
+              progress=False)
+    fit = spy.fit(ae, x, y)
+    steps = [s for s in seen if s[2] != 200]  # not the warm-up and divergence checks on the first 50 rows
+    # each step: 5 labelled data scored as a stratum of 20, then 45 unlabelled as one of 180; 4 steps an epoch
+    assert steps == [(5, 5, 20), (45, 0, 180)] * 8 and len(fit.losses) == 2
+    # the stratified loss weights the strata by their sizes: on whole strata it is the plain loss exactly
+    strata = spy._strata(ae, (x, y))
+    mean = type("Mean", (type(ENGINES["svi"]()),), {"loss": lambda self, ae, x, y, num_data: x.sum(-1).mean()})()
+    torch.testing.assert_close(mean._batch_loss(ae, (x, y), strata, None, 200, strata), x.sum(-1).mean())
+    for bad, match in ((50, "between 0 and batch_size - 1"), (-1, "labelled_per_batch must be an integer >= 0")):
+        with pytest.raises(ValueError, match=match):
+            type(spy)(batch_size=50, labelled_per_batch=bad, progress=False).fit(ae, x, y)
+    vae_like = m2.build(CFG)
+    object.__setattr__(vae_like, "covariates", ())
+    with pytest.raises(ValueError, match="needs a model with a label covariate"):
+        ENGINES["svi"](labelled_per_batch=5, progress=False)._strata(vae_like, (x,))

@@ -108,7 +108,8 @@ def test_schedules_follow_the_loop_and_train_every_parameter(tiny, schedule):
     before = {n: p.detach().clone() for n, p in ae.named_parameters()}
     SEEN.clear()
     fit = _Spy(epochs=2, batch_size=10, lr=1e-2, progress=False, **schedule).fit(ae, x)
-    assert SEEN == [None, 0.0, 0.5, 1.0, 1.5]  # the no-grad warm-up step, then epoch + step / steps
+    # the no-grad warm-up step, then epoch + step / steps, and each epoch's divergence check at its end
+    assert SEEN == [None, 0.0, 0.5, 1.0, 1.0, 1.5, 2.0]
     assert torch.isfinite(fit.losses).all() and len(fit.losses) == 2
     assert all(not torch.equal(p, before[n]) for n, p in ae.named_parameters()), "a parameter did not move"
 

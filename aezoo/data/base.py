@@ -117,12 +117,24 @@ class Source:
 
 
 def dynamic_binarize(x: Tensor) -> Tensor:
-    """A fresh Bernoulli(x) draw, same shape as ``x``; uses torch's global RNG."""
+    """A fresh Bernoulli(x) draw, same shape as ``x``; uses torch's global RNG.
+
+    Raises:
+        ValueError: grey levels outside [0, 1] (the Bernoulli probabilities).
+    """
+    _check_grey(x)
     return torch.bernoulli(x)
 
 
 def _static_binarize(x: Tensor, seed: int) -> Tensor:
+    _check_grey(x)
     return torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+
+
+def _check_grey(x: Tensor) -> None:
+    if x.numel() and not (x.min() >= 0 and x.max() <= 1):
+        raise ValueError(f"binarization draws each pixel from Bernoulli(grey level), so grey levels must lie in "
+                         f"[0, 1]; these span [{x.min().item():g}, {x.max().item():g}]: rescale them (e.g. x / 255)")
 
 
 def binarize_splits(train: Tensor, test: Tensor, binarization: str) -> tuple[Tensor, Tensor]:
@@ -180,7 +192,8 @@ def read_mnist(path: Path | None = None) -> tuple[tuple[np.ndarray, np.ndarray],
 
 def _split_sizes(train: int | None, test: int | None, n_train: int | None, n_test: int | None) -> tuple[int, int]:
     """Requested sizes, defaulting to the whole split; a limit of None means no upper limit."""
-    for name, value, limit in (("train_size", train, n_train), ("test_size", test, n_test)):
-        if value is not None and not (value >= 1 and (limit is None or value <= limit)):
-            raise ValueError(f"{name} must be between 1 and {limit or 'any size'}, got {value}")
+    for name, value, limit, least in (("train_size", train, n_train, 1), ("test_size", test, n_test, 2)):
+        if value is not None and not (value >= least and (limit is None or value <= limit)):
+            raise ValueError(f"{name} must be between {least} and {limit or 'any size'}, got {value}"
+                             + (" (the diagnostics compare test points)" if least > 1 else ""))
     return train or n_train, test or n_test

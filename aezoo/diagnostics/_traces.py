@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
+from aezoo.checks import integer
 from aezoo.core import Autoencoder, check_lengths, rows, to_device
 from aezoo.traces import Traces, trace_pair
 
@@ -30,14 +31,18 @@ def evaluating(ae: Autoencoder) -> Iterator[torch.device]:
         ae.train(was_training)
 
 
-def batches(data: tuple[Tensor, ...], batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, ...]]:
-    """Consecutive chunks of ``batch_size`` rows of every data tensor, moved to ``device``."""
+def batches(ae: Autoencoder, data: tuple, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, ...]]:
+    """Consecutive chunks of ``batch_size`` rows of every data tensor (as :meth:`Autoencoder.prepare` makes
+    them), moved to ``device``."""
+    integer("batch_size", batch_size)
+    data = ae.prepare(*data)
     for start in range(0, check_lengths(data), batch_size):
         yield to_device(rows(data, slice(start, start + batch_size)), device)
 
 
 def particle_chunks(num_particles: int, per_particle: int, max_elements: int) -> list[int]:
     """Split ``num_particles`` into chunks of at most ``max_elements // per_particle`` (at least 1)."""
+    integer("num_particles", num_particles)
     chunk = max(1, min(num_particles, max_elements // max(per_particle, 1)))
     return [min(chunk, num_particles - k) for k in range(0, num_particles, chunk)]
 
@@ -58,7 +63,7 @@ def particle_means(ae: Autoencoder, data: tuple[Tensor, ...], num_particles: int
     """
     out: dict[str, list[Tensor]] = {}
     with evaluating(ae) as device:
-        for batch in batches(data, batch_size, device):
+        for batch in batches(ae, data, batch_size, device):
             sums: dict[str, Tensor] = {}
             for k in particle_chunks(num_particles, len(batch[0]) * max(batch[0][0].numel(), 1), max_elements):
                 for name, t in stats(trace_pair(ae, *batch, num_particles=k)).items():

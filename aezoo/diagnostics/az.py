@@ -31,7 +31,7 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 from torch import Tensor
 
-from aezoo.core import Autoencoder, FitResult
+from aezoo.core import Autoencoder, FitResult, atomic_path
 from aezoo.diagnostics._traces import batches, evaluating
 from aezoo.traces import Traces, log_weights, max_plate_nesting, trace_pair
 
@@ -160,7 +160,7 @@ def guide_quality(
     """
     step = _chunk(data, num_particles, batch_size, max_elements)
     with evaluating(ae) as device:
-        khat = [pareto_khat(log_weights(ae, *b, num_particles=num_particles)) for b in batches(data, step, device)]
+        khat = [pareto_khat(log_weights(ae, *b, num_particles=num_particles)) for b in batches(ae, data, step, device)]
     return GuideQuality(torch.cat(khat), threshold, num_particles)
 
 
@@ -285,7 +285,7 @@ def to_inference_data(
     parts: dict[str, dict[str, list[Tensor]]] = {}
     step = _chunk(data, chains * draws, batch_size, max_elements)
     with evaluating(ae) as device:
-        for i, batch in enumerate(batches(data, step, device)):
+        for i, batch in enumerate(batches(ae, data, step, device)):
             rows = slice(i * step, (i + 1) * step)
             latents = {k: v[:, :, rows].flatten(0, 1).to(device) for k, v in samples.items()}
             for group, sites in _export_chunk(ae, batch, chains * draws, latents).items():
@@ -310,7 +310,8 @@ def to_inference_data(
 
 def save_netcdf(idata, path: str | Path) -> Path:
     """Write InferenceData to a NetCDF-4 file with the h5netcdf engine (ArviZ's dependency); returns ``path``."""
-    idata.to_netcdf(str(path), engine="h5netcdf")
+    with atomic_path(path) as tmp:
+        idata.to_netcdf(str(tmp), engine="h5netcdf")
     return Path(path)
 
 
@@ -337,7 +338,8 @@ def _plot(samples: dict[str, Tensor], path, max_vars: int, stats: dict | None, f
     with warnings.catch_warnings():  # ArviZ 0.23 plots use an API matplotlib 3.11 deprecates: not ours to fix
         warnings.filterwarnings("ignore", "Passing a dict or None as alias_mapping", DeprecationWarning)
         draw(import_arviz(), _from_dict(groups), fig, len(traces))
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     return Path(path)
 
 

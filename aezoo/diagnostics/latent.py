@@ -252,7 +252,7 @@ def mutual_information(ae: Autoencoder, *data: Tensor, num_particles: int = 1, b
     with evaluating(ae) as device:
         values: dict[str, list[Tensor]] = {}
         diag, pos = [], {}
-        for batch in batches(data, batch_size, device):
+        for batch in batches(ae, data, batch_size, device):
             tr = trace_pair(ae, *batch, num_particles=k, model=False)
             diag.append(tr.log_prob(tr.guide, tr.latent))
             for n in tr.latent:
@@ -271,7 +271,7 @@ def mutual_information(ae: Autoencoder, *data: Tensor, num_particles: int = 1, b
                 c = v.narrow(pos[n], r0, r).movedim(pos[n], 1)
                 cond[n] = c.reshape(k * r, *c.shape[2:]).unsqueeze(pos[n])
             lse = None
-            for batch in batches(data, batch_size, device):
+            for batch in batches(ae, data, batch_size, device):
                 m = len(batch[0])
                 given = {n: c.expand(*c.shape[: pos[n]], m, *c.shape[pos[n] + 1 :]) for n, c in cond.items()}
                 tr = trace_pair(ae, *batch, num_particles=k * r, model=False, condition=given)

@@ -39,7 +39,7 @@ def _replicates(ae: Autoencoder, data: tuple[Tensor, ...], num_replicates: int, 
                 batch_size: int, max_elements: int) -> Tensor:
     out = []
     with evaluating(ae) as device:
-        for batch in batches(data, batch_size, device):
+        for batch in batches(ae, data, batch_size, device):
             reps = []
             for r in particle_chunks(num_replicates, len(batch[0]) * max(batch[0][0].numel(), 1), max_elements):
                 tr = trace_pair(ae, *batch, num_particles=r, guide=from_guide, uncondition=True)

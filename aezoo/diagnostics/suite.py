@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from aezoo import plots
+from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder, Data, rows, to_device
 from aezoo.diagnostics import az, latent, likelihood, ppc
 from aezoo.diagnostics._traces import evaluating
@@ -56,6 +57,13 @@ class Config:
     replicates: int = 50
     export_points: int = 200
     export_draws: int = 100
+
+    def __post_init__(self) -> None:
+        check_sizes(self)  # num_particles, max_points, ... >= 1
+        for name in ("ks", "bound_groups", "khat_particles", "replicates", "export_draws"):
+            values = getattr(self, name)
+            if any(v < 1 for v in (values if isinstance(values, tuple) else (values,))):
+                raise ValueError(f"{name} must be at least 1, got {values}")
 
 
 def run(ae: Autoencoder, data: Data, out_dir: str | Path, cfg: Config = Config(), labels: Tensor | None = None,

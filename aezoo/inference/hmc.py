@@ -27,6 +27,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,7 +38,8 @@ from pyro.infer.mcmc.util import initialize_model
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from aezoo.inference.mcmc import Draws, FlatSpace, McmcEngine
+from aezoo.checks import integer, positive
+from aezoo.inference.mcmc import Draws, FlatSpace, McmcEngine, data_dtype, plate_nesting
 
 BACKENDS = ("pyro", "numpyro")
 
@@ -68,19 +70,26 @@ class HMC(McmcEngine):
     jit_compile: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        positive("step_size", self.step_size)
+        integer("num_steps", self.num_steps)
+        if not 0 < self.target_accept < 1:
+            raise ValueError(f"target_accept must lie in (0, 1), got {self.target_accept}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r}; choose one of {BACKENDS}")
 
-    def pyro_kernel(self, model: Callable) -> pyro_mcmc.HMC:
-        return pyro_mcmc.HMC(model, num_steps=self.num_steps, **self._pyro_args())
+    def pyro_kernel(self, model: Callable, dtype: torch.dtype | None = None,
+                    max_plate_nesting: int | None = None) -> pyro_mcmc.HMC:
+        return pyro_mcmc.HMC(model, num_steps=self.num_steps, **self._pyro_args(dtype, max_plate_nesting))
 
     def numpyro_kernel(self, potential_fn: Callable):
         import numpyro.infer
 
         return numpyro.infer.HMC(potential_fn=potential_fn, num_steps=self.num_steps, **self._numpyro_args())
 
-    def _pyro_args(self) -> dict:
-        return dict(step_size=self.step_size, adapt_step_size=self.adapt_step_size,
+    def _pyro_args(self, dtype: torch.dtype | None = None, max_plate_nesting: int | None = None) -> dict:
+        return dict(step_size=self.step_size, adapt_step_size=self.adapt_step_size, init_strategy=self.init_fn(dtype),
+                    max_plate_nesting=max_plate_nesting,
                     target_accept_prob=self.target_accept, adapt_mass_matrix=self.adapt_mass_matrix,
                     full_mass=self.dense_mass, jit_compile=self.jit_compile, ignore_jit_warnings=True)
 
@@ -94,17 +103,32 @@ class HMC(McmcEngine):
         return run(self, model, data, chain)
 
 
+class _Counted:
+    """A potential function that counts its calls: one per leapfrog step (Pyro caches the start's gradient)."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
 def _pyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain: int) -> tuple[Draws, Draws]:
-    """One chain with Pyro's kernel, reading per-draw statistics from the kernel's counters."""
-    kernel = engine.pyro_kernel(model)
+    """One chain with Pyro's kernel, reading per-draw statistics from the kernel's counters; ``num_steps`` counts
+    the potential's evaluations in the draw and ``tree_depth`` is ``ceil(log2(num_steps + 1))`` (NUTS's doubling)."""
+    kernel = engine.pyro_kernel(model, data_dtype(data), plate_nesting(model, *data))
     kernel.setup(engine.warmup_steps, *data)
+    kernel.potential_fn = counted = _Counted(kernel.potential_fn)
     params = kernel.initial_params
     draws: dict[str, list[Tensor]] = {name: [] for name in params}
-    stats: dict[str, list[float]] = {"diverging": [], "accept_prob": [], "step_size": []}
+    stats: dict[str, list[float]] = {"diverging": [], "accept_prob": [], "step_size": [], "num_steps": [],
+                                     "tree_depth": []}
     total = engine.warmup_steps + engine.num_samples
     bar = tqdm(range(total), desc=f"chain {chain}", disable=not engine.progress, leave=False)
     for t in bar:
         divergences, mean_accept = len(kernel._divergences), kernel._mean_accept_prob
+        counted.calls = 0
         params = kernel.sample(params)
         if t < engine.warmup_steps:
             continue
@@ -112,6 +136,8 @@ def _pyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain: i
         stats["accept_prob"].append(n * kernel._mean_accept_prob - (n - 1) * mean_accept)
         stats["diverging"].append(len(kernel._divergences) > divergences)
         stats["step_size"].append(float(kernel.step_size))
+        stats["num_steps"].append(counted.calls)
+        stats["tree_depth"].append(math.ceil(math.log2(counted.calls + 1)))
         for name, value in params.items():
             draws[name].append(value.detach().clone())
         if t % 20 == 0:
@@ -125,11 +151,13 @@ def _pyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain: i
 class _TorchPotential:
     """Pyro's potential energy of ``model(*data)`` as a function of one flat unconstrained vector."""
 
-    def __init__(self, model: Callable, data: tuple[Tensor, ...]) -> None:
-        init, self.potential_fn, transforms, _ = initialize_model(model, model_args=data)
+    def __init__(self, model: Callable, data: tuple[Tensor, ...], init_strategy: Callable) -> None:
+        init, self.potential_fn, transforms, _ = initialize_model(model, model_args=data, init_strategy=init_strategy,
+                                                                  max_plate_nesting=plate_nesting(model, *data))
         self.space = FlatSpace(init, transforms)
-        self.dtype = init[self.space.names[0]].dtype
-        self.init = self.space.flatten(init).detach().numpy().astype(np.float32)
+        self.dtype = init[self.space.names[0]].dtype  # the model's: float64 models run in float64 (JAX x64)
+        self.np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
+        self.init = self.space.flatten(init).detach().numpy().astype(self.np_dtype)
 
     def value_and_grad(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Energy and gradient; an invalid point (e.g. a scale underflowing to 0) has infinite energy,
@@ -139,8 +167,8 @@ class _TorchPotential:
             energy = self.potential_fn(self.space.unflatten(z))
             (grad,) = torch.autograd.grad(energy, z)
         if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
-            return np.float32(np.inf), np.zeros_like(flat, dtype=np.float32)
-        return np.float32(energy.item()), grad.numpy().astype(np.float32)
+            return self.np_dtype(np.inf), np.zeros_like(flat, dtype=self.np_dtype)
+        return self.np_dtype(energy.item()), grad.numpy().astype(self.np_dtype)
 
 
 def _jax_potential(torch_potential: _TorchPotential) -> Callable:
@@ -148,7 +176,8 @@ def _jax_potential(torch_potential: _TorchPotential) -> Callable:
     import jax
     import jax.numpy as jnp
 
-    shapes = (jax.ShapeDtypeStruct((), jnp.float32), jax.ShapeDtypeStruct(torch_potential.init.shape, jnp.float32))
+    dtype = jnp.float64 if torch_potential.np_dtype == np.float64 else jnp.float32
+    shapes = (jax.ShapeDtypeStruct((), dtype), jax.ShapeDtypeStruct(torch_potential.init.shape, dtype))
 
     def both(z):
         return jax.pure_callback(torch_potential.value_and_grad, shapes, z)
@@ -170,7 +199,9 @@ def _numpyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain
     import jax
     import numpyro.infer
 
-    torch_potential = _TorchPotential(model, data)
+    torch_potential = _TorchPotential(model, data, engine.init_fn(data_dtype(data)))
+    if torch_potential.np_dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)  # keep a float64 model in float64 (JAX defaults to float32)
     kernel = engine.numpyro_kernel(_jax_potential(torch_potential))
     mcmc = numpyro.infer.MCMC(kernel, num_warmup=engine.warmup_steps, num_samples=engine.num_samples,
                               num_chains=1, progress_bar=engine.progress)
@@ -180,6 +211,7 @@ def _numpyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain
     draws = torch_potential.space.constrained(flat)
     extra = mcmc.get_extra_fields()
     stats = {name.rsplit(".", 1)[-1]: torch.tensor(np.array(extra[name])) for name in fields}
+    stats["tree_depth"] = torch.ceil(torch.log2(stats["num_steps"].double() + 1)).long()
     return draws, stats
 
 

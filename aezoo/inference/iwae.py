@@ -75,6 +75,7 @@ class IWAE(GradientEngine):
     ciwae_beta: float = 0.5
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.estimator not in est.ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; choose one of {est.ESTIMATORS}")
         if self.variant not in est.VARIANTS:

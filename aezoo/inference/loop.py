@@ -1,8 +1,9 @@
 """The one optimisation loop shared by the gradient engines (``svi``, ``iwae``, ...).
 
 An engine subclasses :class:`GradientEngine` and states only its objective in ``loss``; the
-loop does minibatching with ``num_data`` scaling, Adam, seeding, a tqdm progress bar, NaN
-checks and per-epoch checkpoints from which an interrupted fit resumes.
+loop does minibatching with ``num_data`` scaling (optionally stratified into labelled and unlabelled
+data, ``labelled_per_batch``), Adam, seeding, a tqdm progress bar, NaN checks and per-epoch
+checkpoints from which an interrupted fit resumes.
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from aezoo.checks import integer, positive
 from aezoo.core import Autoencoder, FitResult, atomic_torch_save, check_lengths, load_checkpoint, rows, to_device
 from aezoo.inference.objectives import at_epoch
+
+
+class Diverged(FloatingPointError):
+    """A fit stopped because its loss or gradient diverged (NaN, infinite, or past the divergence bound)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,18 @@ class GradientEngine:
         lr: Adam learning rate.
         seed: seeds Pyro/torch and the minibatch order.
         progress: show a tqdm progress bar with the running loss.
+        labelled_per_batch: for semi-supervised data (a covariate of kind ``"label"`` given for some
+            data, -1 for the others), every minibatch holds this many labelled data (a seeded
+            cycle through them) and ``batch_size - labelled_per_batch`` unlabelled ones; an epoch is
+            one pass over the unlabelled data. Each part is scored as a minibatch of its own stratum
+            (``num_data`` its size) and the two are weighted by the strata's sizes, so the objective
+            is unchanged and only the variance of its labelled terms falls (with 100 labels among
+            60,000 images a plain minibatch of 100 holds one label in six steps). 0: plain minibatches,
+            as also when the data hold only one kind.
+        divergence_factor: the fit stops with :class:`Diverged` when a step's loss exceeds the loss at the
+            start of the fit ``l0`` by more than ``divergence_factor * (|l0| + 1)`` nats per datum (an
+            objective that grows a hundredfold is diverging, not learning); 0 turns the check off. A NaN or
+            infinite loss or gradient always stops the fit, before the step is applied.
     """
 
     epochs: int = 10
@@ -39,6 +57,16 @@ class GradientEngine:
     lr: float = 1e-3
     seed: int = 0
     progress: bool = True
+    labelled_per_batch: int = 0
+    divergence_factor: float = 100.0
+
+    def __post_init__(self) -> None:
+        positive("divergence_factor", self.divergence_factor, allow_zero=True)
+        integer("epochs", self.epochs)
+        integer("batch_size", self.batch_size)
+        positive("lr", self.lr)
+        integer("seed", self.seed, minimum=0)
+        integer("labelled_per_batch", self.labelled_per_batch, minimum=0)
 
     def loss(self, ae: Autoencoder, *batch: Tensor, num_data: int) -> Tensor:
         """Negative objective per datum (nats), averaged over the minibatch; differentiable."""
@@ -69,23 +97,26 @@ class GradientEngine:
 
         Raises:
             ValueError: data that do not fit the model, or covariates of another length than ``x``.
-            FloatingPointError: the loss became NaN or infinite (lower ``lr``).
+            Diverged: the loss or a gradient became NaN or infinite, or the loss grew past the divergence
+                bound (lower ``lr``); no step with a NaN is applied and the checkpoint keeps the last good epoch.
         """
+        data = ae.prepare(*data)
         num_data = check_lengths(data)
         device = next(ae.parameters()).device
         data = to_device(data, device)
         ae.validate(*_transformed(data, transform))
+        strata = self._strata(ae, data)
         first = _transformed(rows(data, slice(0, self.batch_size)), transform)
         self.check(ae, *first)
 
         pyro.set_rng_seed(self.seed)
         order = torch.Generator().manual_seed(self.seed)
-        with torch.no_grad():
-            self.loss(ae, *first, num_data=num_data)  # warm-up: lazily created parameters exist after it
+        with torch.no_grad():  # warm-up: lazily created parameters exist after it; its loss is the reference
+            start_loss = self.loss(ae, *first, num_data=num_data).item()
         optim = torch.optim.Adam(ae.parameters(), lr=self.lr)
         losses, seconds = self._resume(ae, optim, order, checkpoint, device)
 
-        steps = math.ceil(num_data / self.batch_size)
+        steps = math.ceil((num_data if strata is None else len(strata[1])) / self._unlabelled_per_batch(strata))
         bar = tqdm(total=self.epochs * steps, initial=len(losses) * steps, disable=not self.progress,
                    desc=f"{type(self).__name__.lower()} {ae.name}", unit="step", dynamic_ncols=True)
         ae.train()
@@ -94,29 +125,96 @@ class GradientEngine:
         with pyro.validation_enabled(False):
             for epoch in range(len(losses), self.epochs):
                 start, total, seen = time.perf_counter(), 0.0, 0
-                batches = torch.randperm(num_data, generator=order).to(device).split(self.batch_size)
-                for step, idx in enumerate(batches):
+                for step, idx in enumerate(self._batches(num_data, strata, steps, order, device)):
                     with at_epoch(epoch + step / steps):  # training progress, read by schedules (objectives.py)
-                        loss = self.loss(ae, *_transformed(rows(data, idx), transform), num_data=num_data)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"{type(self).__name__} loss became {loss.item()} in epoch {epoch + 1}; lower the "
-                            f"learning rate (lr={self.lr}) or check the data; the last good epoch is in the checkpoint"
-                        )
+                        loss = self._batch_loss(ae, data, idx, transform, num_data, strata)
+                    self._check_step(loss.item(), start_loss, epoch)
                     optim.zero_grad(set_to_none=True)
                     loss.backward()
+                    grads = [p.grad for p in ae.parameters() if p.grad is not None]
+                    if grads and not torch.isfinite(torch.stack([g.abs().max() for g in grads])).all():
+                        self._stop(f"a gradient became NaN or infinite in epoch {epoch + 1} (the step was not "
+                                   "applied)")
                     optim.step()
-                    total, seen = total + loss.item() * len(idx), seen + len(idx)
+                    size = sum(map(len, idx)) if isinstance(idx, tuple) else len(idx)
+                    total, seen = total + loss.item() * size, seen + size
                     bar.update()
                     bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}")  # running mean of the epoch
                 seconds += time.perf_counter() - start
-                losses.append(total / num_data)
+                self._check_epoch(ae, first, num_data, start_loss, epoch, device)  # a diverged epoch is not saved
+                losses.append(total / seen)
                 if checkpoint is not None:
                     _save(checkpoint, ae, optim, order, losses, seconds, device)
         bar.close()
         ae.eval()
         return FitResult(losses=torch.tensor(losses, dtype=torch.float64),
                          stats={"train_seconds": torch.tensor(seconds)})
+
+    def _check_step(self, loss: float, start: float, epoch: int) -> None:
+        """:class:`Diverged` for a NaN or infinite loss, or one past the divergence bound."""
+        if not math.isfinite(loss):
+            self._stop(f"the loss became {loss} in epoch {epoch + 1}")
+        bound = start + self.divergence_factor * (abs(start) + 1)
+        if self.divergence_factor and math.isfinite(start) and loss > bound:
+            self._stop(f"the loss reached {loss:.4g} nats per datum in epoch {epoch + 1}, against {start:.4g} at "
+                       f"the start of the fit (bound {bound:.4g}, divergence_factor={self.divergence_factor:g})")
+
+    def _check_epoch(self, ae: Autoencoder, first: tuple, num_data: int, start: float, epoch: int,
+                     device: torch.device) -> None:
+        """The divergence check on the first minibatch after the epoch's last step (which no step loss sees);
+        the random streams are left as they were, so checking changes no result."""
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), \
+                at_epoch(epoch + 1):  # the objective as it stands at the end of the epoch (schedules)
+            self._check_step(self.loss(ae, *first, num_data=num_data).item(), start, epoch)
+
+    def _stop(self, what: str) -> None:
+        raise Diverged(f"{type(self).__name__.lower()} diverged: {what}; the checkpoint, if any, holds the last good "
+                       f"epoch. Lower the learning rate (lr={self.lr:g}) and fit "
+                       "again into a new run folder, or check the data")
+
+    def _strata(self, ae: Autoencoder, data: tuple) -> tuple[Tensor, Tensor] | None:
+        """The labelled and unlabelled indices with ``labelled_per_batch``; None for plain minibatches.
+
+        Raises:
+            ValueError: ``labelled_per_batch`` negative or not below ``batch_size``, or a model without a label
+                covariate.
+        """
+        if self.labelled_per_batch == 0:
+            return None
+        if not 0 < self.labelled_per_batch < self.batch_size:
+            raise ValueError(f"labelled_per_batch must be between 0 and batch_size - 1 = {self.batch_size - 1}, "
+                             f"got {self.labelled_per_batch}")
+        labels = [i for i, c in enumerate(ae.covariates) if c.kind == "label"]
+        if not labels:
+            raise ValueError(f"labelled_per_batch needs a model with a label covariate (e.g. m2); {ae.name} has none")
+        y = data[1 + labels[0]]
+        if y is None or bool((y >= 0).all()) or bool((y < 0).all()):
+            return None  # one kind only: nothing to balance
+        labelled = y >= 0
+        return labelled.nonzero().squeeze(1).cpu(), (~labelled).nonzero().squeeze(1).cpu()
+
+    def _unlabelled_per_batch(self, strata: tuple[Tensor, Tensor] | None) -> int:
+        return self.batch_size if strata is None else self.batch_size - self.labelled_per_batch
+
+    def _batches(self, num_data: int, strata: tuple[Tensor, Tensor] | None, steps: int, order: torch.Generator,
+                 device: torch.device) -> list:
+        """One epoch's minibatch indices from ``order``: tensors, or (labelled, unlabelled) pairs with strata."""
+        if strata is None:
+            return list(torch.randperm(num_data, generator=order).to(device).split(self.batch_size))
+        labelled, unlabelled = strata
+        cycles = math.ceil(steps * self.labelled_per_batch / len(labelled))
+        stream = torch.cat([labelled[torch.randperm(len(labelled), generator=order)] for _ in range(cycles)])
+        parts = unlabelled[torch.randperm(len(unlabelled), generator=order)].split(self._unlabelled_per_batch(strata))
+        return [(stream[k * self.labelled_per_batch:(k + 1) * self.labelled_per_batch].to(device), part.to(device))
+                for k, part in enumerate(parts)]
+
+    def _batch_loss(self, ae: Autoencoder, data: tuple, idx, transform, num_data: int,
+                    strata: tuple[Tensor, Tensor] | None) -> Tensor:
+        """The loss of one minibatch; a stratified one is each stratum's loss weighted by its share of the data."""
+        if strata is None:
+            return self.loss(ae, *_transformed(rows(data, idx), transform), num_data=num_data)
+        return sum(len(s) * self.loss(ae, *_transformed(rows(data, part), transform), num_data=len(s))
+                   for s, part in zip(strata, idx)) / num_data
 
     def _resume(self, ae: Autoencoder, optim: torch.optim.Optimizer, order: torch.Generator,
                 checkpoint: str | Path | None, device: torch.device) -> tuple[list[float], float]:
@@ -129,6 +227,8 @@ class GradientEngine:
                              f"epochs={self.epochs}")
         ae.load_state_dict(state["model"])
         optim.load_state_dict(state["optim"])
+        for group in optim.param_groups:  # the engine's learning rate, not the one saved with the optimiser
+            group["lr"] = self.lr
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)

@@ -15,6 +15,7 @@ from typing import Callable
 
 import pyro.infer.mcmc as pyro_mcmc
 
+from aezoo.checks import integer
 from aezoo.inference.hmc import HMC
 
 
@@ -28,8 +29,12 @@ class NUTS(HMC):
 
     max_tree_depth: int = 10
 
-    def pyro_kernel(self, model: Callable) -> pyro_mcmc.NUTS:
-        return pyro_mcmc.NUTS(model, max_tree_depth=self.max_tree_depth, **self._pyro_args())
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        integer("max_tree_depth", self.max_tree_depth)
+
+    def pyro_kernel(self, model: Callable, dtype=None, max_plate_nesting=None) -> pyro_mcmc.NUTS:
+        return pyro_mcmc.NUTS(model, max_tree_depth=self.max_tree_depth, **self._pyro_args(dtype, max_plate_nesting))
 
     def numpyro_kernel(self, potential_fn: Callable):
         import numpyro.infer

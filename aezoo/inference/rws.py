@@ -82,6 +82,7 @@ class RWS(GradientEngine):
     wake_phi: str = "wake"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_particles < 1:
             raise ValueError(f"num_particles must be at least 1, got {self.num_particles}")
         if self.wake_phi not in PHI_UPDATES:

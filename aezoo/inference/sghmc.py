@@ -59,7 +59,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from aezoo.core import Autoencoder, check_lengths, rows
-from aezoo.inference.mcmc import Draws, FlatSpace, McmcEngine, model_of
+from aezoo.inference.mcmc import Draws, FlatSpace, McmcEngine, data_dtype, model_of, plate_nesting
 
 _EPS = 1e-16  # keeps 1 / sqrt(v_hat) and g^2 / v_hat finite, as in [2]
 
@@ -116,6 +116,7 @@ class SGHMC(McmcEngine):
     checkpoint_seconds: float = 60.0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr}; the step size must be positive")
         if not 0 < self.mdecay <= 1:
@@ -183,7 +184,10 @@ class SGHMC(McmcEngine):
         n = len(data[0])
         bsz = min(self.batch_size, n)
         init, _, transforms, _ = initialize_model(model, model_args=rows(data, slice(0, bsz)),
-                                                  model_kwargs={"num_data": bsz})
+                                                  model_kwargs={"num_data": bsz},
+                                                  init_strategy=self.init_fn(data_dtype(data)),
+                                                  max_plate_nesting=plate_nesting(model, *rows(data, slice(0, bsz)),
+                                                                                  num_data=bsz))
         space = FlatSpace(init, transforms)
         potential = _Potential(model, space, n)
         theta = space.flatten(init).detach()

@@ -69,6 +69,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO, config_enumerate
 from torch import Tensor
 
+from aezoo.checks import integer
 from aezoo.core import Autoencoder
 from aezoo.inference.loop import GradientEngine
 from aezoo.inference.objectives import SiteRecorder, latent_weight
@@ -118,6 +119,8 @@ class SVI(GradientEngine):
     elbo: str = "trace"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        integer("num_particles", self.num_particles)
         if not self.beta >= 0:
             raise ValueError(f"beta must be non-negative, got {self.beta}")
         KLWarmup(self.kl_warmup_epochs)  # validates

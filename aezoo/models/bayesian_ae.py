@@ -39,6 +39,7 @@ from pyro.nn import PyroModule, PyroSample
 from pyro.nn.module import to_pyro_module_
 from torch import Tensor, nn
 
+from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder, flatten_draws
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
 from aezoo.nn import MLP
@@ -58,6 +59,7 @@ class Config:
     gaussian_scale: float = 0.1  # observation sd under the Gaussian likelihood
 
     def __post_init__(self) -> None:
+        check_sizes(self)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
         if self.prior_scale <= 0:

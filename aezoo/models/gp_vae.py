@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder, Covariate
 from aezoo.guides.structured import BandedGuide
 from aezoo.nn import MLP
@@ -48,6 +49,7 @@ class Config:
     seq_len: int = 20  # T of example_data only; the model takes any T
 
     def __post_init__(self) -> None:
+        check_sizes(self)
         check_gp_settings(self.likelihood, self.lengthscale, self.variance, self.jitter)
         if self.kernel not in KERNELS:
             raise ValueError(f"unknown kernel {self.kernel!r}; choose one of {KERNELS}")

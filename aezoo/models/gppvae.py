@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
+from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder, Covariate
 from aezoo.guides import AmortizedNormal
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
@@ -66,6 +67,7 @@ class Config:
     noise: float = 0.1  # per-datum latent variance added to z's conditional variance
 
     def __post_init__(self) -> None:
+        check_sizes(self)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
         check_sparse_gp_config(self)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
+from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder
 from aezoo.guides import diagonal_normal
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
@@ -50,11 +51,9 @@ class Config:
     likelihood: str = "bernoulli"  # one of aezoo.likelihoods.LIKELIHOODS
 
     def __post_init__(self) -> None:
+        check_sizes(self)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
-        if min(self.x_dim, self.z1_dim, self.z2_dim) < 1:
-            raise ValueError(f"x_dim, z1_dim and z2_dim must be positive, got {self.x_dim}, {self.z1_dim}, "
-                             f"{self.z2_dim}")
 
 
 class Model(PyroModule):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
+from aezoo.checks import check_sizes, positive
 from aezoo.core import Autoencoder
 from aezoo.guides import AmortizedLinearNormal
 from aezoo.likelihoods import check_x
@@ -39,6 +40,11 @@ class Config:
     x_dim: int = 10
     z_dim: int = 2
     sigma: float | None = None  # fixed noise scale; None learns it
+
+    def __post_init__(self) -> None:
+        check_sizes(self)
+        if self.sigma is not None:
+            positive("sigma", self.sigma)
 
 
 class Model(PyroModule):

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder
 from aezoo.models import svae
 from aezoo.sequence import MATERN_NUS, SequenceModel, check_gp_settings, matern_prior, sequence_example_data
@@ -50,6 +51,7 @@ class Config:
     seq_len: int = 20  # T of example_data only; the model takes any T
 
     def __post_init__(self) -> None:
+        check_sizes(self)
         check_gp_settings(self.likelihood, self.lengthscale, self.variance, self.jitter)
         if self.nu not in MATERN_NUS:
             raise ValueError(f"nu must be one of {MATERN_NUS}, got {self.nu}")

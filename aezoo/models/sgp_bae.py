@@ -41,6 +41,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor
 
+from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder, Covariate
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
 from aezoo.models.bayesian_ae import bayesian_mlp, with_weight_guide
@@ -72,6 +73,7 @@ class Config:
     noise: float = 0.1  # per-datum code variance added to the conditional variance
 
     def __post_init__(self) -> None:
+        check_sizes(self)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
         if self.prior_scale <= 0:

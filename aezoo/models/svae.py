@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
+from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder, Covariate
 from aezoo.guides import KalmanGuide
 from aezoo.likelihoods import LIKELIHOODS
@@ -50,6 +51,7 @@ class Config:
     seq_len: int = 20  # T of example_data only; the model takes any T
 
     def __post_init__(self) -> None:
+        check_sizes(self)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import Tensor, nn
 
+from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder
 from aezoo.guides import AmortizedIAF, AmortizedNormal
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
@@ -47,6 +48,7 @@ class Config:
     flow_layers: int = 0  # > 0: an IAF guide (aezoo.guides.AmortizedIAF) with this many transforms
 
     def __post_init__(self) -> None:
+        check_sizes(self)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
         if self.network not in NETWORKS:
