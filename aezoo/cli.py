@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib.metadata
 import sys
 
 import pyro
+import torch
 
 from aezoo import data as datasets
 from aezoo import runs
 from aezoo.catalogue import applicable
+from aezoo.checks import integer
 from aezoo.core import key_values
 from aezoo.inference import ENGINES
 from aezoo.models import MODELS
+from aezoo.report import verdicts
 
 
 def _first_line(doc: str | None) -> str:
@@ -26,10 +29,14 @@ def _settings(pairs: list[str]) -> dict[str, str]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aezoo", description="A probabilistic-programming zoo of autoencoders on Pyro.")
+    p.add_argument("--version", action="version", version=f"aezoo {_version()}")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core; on a "
+                                               "shared machine 1 is often faster for small models)")
     sub = p.add_subparsers(dest="command", required=True)
+    defaults = argparse.ArgumentDefaultsHelpFormatter
     sub.add_parser("list", help="models (with the datasets and engines that apply to each), engines, datasets")
 
-    f = sub.add_parser("fit", help="train a model, evaluate it, write a run folder")
+    f = sub.add_parser("fit", help="train a model, evaluate it, write a run folder", formatter_class=defaults)
     f.add_argument("model", help="a model key (aezoo list)")
     f.add_argument("--data", default="synthetic",
                    help="dataset key (aezoo list) or a .npz/.npy file (x, optional y, c, mask); default: synthetic")
@@ -47,11 +54,15 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--num-particles", type=int, default=5000, help="importance samples for test log p(x)")
     f.add_argument("--labels", type=int, help="keep N training labels (balanced), hide the rest: semi-supervised")
     f.add_argument("--out", help="run folder (default runs/MODEL-ENGINE-DATA-seedS); an existing one resumes")
+    f.add_argument("--eval", default="full", choices=runs.EVAL_MODES, dest="eval_mode",
+                   help="after training: the full suite (K=--num-particles, whole test split), quick (K=500 on at "
+                        "most 500 test points, in a subfolder) or none (evaluate later with aezoo eval)")
     f.add_argument("--no-progress", action="store_true")
 
-    e = sub.add_parser("eval", help="re-evaluate a run folder")
+    e = sub.add_parser("eval", help="re-evaluate a run folder", formatter_class=defaults)
     e.add_argument("run_dir")
-    e.add_argument("--num-particles", type=int)
+    e.add_argument("--num-particles", type=int, help="K (default: the run's); another K writes to a subfolder")
+    e.add_argument("--quick", action="store_true", help="K=500 on at most 500 test points, in a subfolder")
     e.add_argument("--device", default="cpu")
     return p
 
@@ -60,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     pyro.settings.set(module_local_params=True)
     try:
+        _set_threads(args.threads)
         if args.command == "list":
             _print_list()
             return 0
@@ -68,13 +80,19 @@ def main(argv: list[str] | None = None) -> int:
                 args.model, args.data, args.engine, out=args.out, seed=args.seed, device=args.device,
                 settings=_settings(args.set), binarize=args.binarize, train_size=args.train_size,
                 test_size=args.test_size, num_particles=args.num_particles, labels=args.labels,
-                progress=not args.no_progress,
+                progress=not args.no_progress, eval_mode=args.eval_mode,
                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             )
-            metrics = json.loads((out / "metrics.json").read_text())
+            if args.eval_mode == "none":
+                print(f"trained; evaluate with: aezoo eval {out} (or --quick)")
+                return 0
+            metrics = runs.evaluate(out, args.num_particles, args.device, mode=args.eval_mode)
         else:
-            metrics = runs.evaluate(args.run_dir, args.num_particles, args.device)
-            out = args.run_dir
+            metrics = runs.evaluate(args.run_dir, args.num_particles, args.device,
+                                    mode="quick" if args.quick else "full")
+            if metrics["reused"]:
+                print(f"reused {metrics['eval_dir']}/metrics.json: computed from the current checkpoint")
+        out = metrics["eval_dir"]
     except (ValueError, RuntimeError, FloatingPointError) as err:
         print(f"aezoo: error: {err}", file=sys.stderr)
         return 2
@@ -86,8 +104,24 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     print(_headline(metrics))
+    for warning in verdicts(metrics):
+        print(f"warning: {warning}")
     print(f"report: {out}/report.html")
     return 0
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("aezoo")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when given (checked)."""
+    if threads is not None:
+        integer("--threads", threads)
+        torch.set_num_threads(threads)
 
 
 def _headline(metrics: dict) -> str:

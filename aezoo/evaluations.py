@@ -70,20 +70,22 @@ def header(kind: str, config: dict[str, Any], state: dict[str, Any]) -> dict[str
     return {"kind": kind, "model": config["model"]["name"], "engine": config["engine"]["name"],
             "data": config["data"]["name"], "binarize": config["data"]["binarize"], "epochs": len(losses),
             "final_train_loss": losses[-1].item() if len(losses) else None,
-            "train_seconds": state.get("train_seconds")}
+            "train_seconds": state.get("train_seconds"), "checkpoint_sha256": config.get("checkpoint_sha256")}
 
 
 def evaluate(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: dict[str, Any],
-             state: dict[str, Any], num_particles: int) -> dict[str, Any]:
-    """Run the variant that fits the run (module docstring) and write its results."""
-    start = time.perf_counter()
+             state: dict[str, Any], num_particles: int, out_dir: Path | None = None) -> dict[str, Any]:
+    """Run the variant that fits the run (module docstring) and write its results to ``out_dir`` (default
+    ``run_dir``, which holds the run's draws)."""
+    start, out = time.perf_counter(), out_dir or run_dir
+    out.mkdir(exist_ok=True)
     if (run_dir / SAMPLES_FILE).exists():
-        return mcmc(run_dir, ae, dataset, test, config, state, start)
+        return mcmc(out, ae, dataset, test, config, state, start, run_dir / SAMPLES_FILE)
     if dataset.layout == "sequences":
-        return sequences(run_dir, ae, dataset, test, config, state, start, num_particles)
+        return sequences(out, ae, dataset, test, config, state, start, num_particles)
     if has_global_latents(ae, test):
-        return elbo(run_dir, ae, dataset, test, config, state, start)
-    return importance(run_dir, ae, dataset, test, config, state, start, num_particles)
+        return elbo(out, ae, dataset, test, config, state, start)
+    return importance(out, ae, dataset, test, config, state, start, num_particles)
 
 
 def write(run_dir: Path, metrics: dict[str, Any], diag: dict[str, Any], config: dict[str, Any],
@@ -111,6 +113,7 @@ def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config:
         "test_log_likelihood_mcse": ll["log_likelihood_mcse"], "test_elbo": ll["elbo"],
         "test_log_likelihood_lower_95": ll.get("log_likelihood_lower_95"),
         "inference_gap": ll["inference_gap"], "active_units": diag["latent"]["active_units"],
+        "num_units": diag["latent"].get("num_units"),
         "khat_share_above_0.7": diag["guide_quality"]["share_above"],
         # the delta-method MCSE means something only where the weights' tails are light (k-hat <= 0.7)
         "test_log_likelihood_mcse_reliable": diag["guide_quality"]["share_above"] == 0,
@@ -147,9 +150,9 @@ def scored_covariates(ae, test: Data) -> dict[str, list[str]]:
 
 
 def mcmc(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: dict[str, Any], state: dict[str, Any],
-         start: float) -> dict[str, Any]:
-    """Convergence summary, trace/rank plots and posterior prediction of an MCMC run."""
-    posterior = load_checkpoint(run_dir / SAMPLES_FILE)
+         start: float, samples: Path) -> dict[str, Any]:
+    """Convergence summary, trace/rank plots and posterior prediction of an MCMC run (draws in ``samples``)."""
+    posterior = load_checkpoint(samples)
     predict = getattr(MODELS[config["model"]["name"]], "predict", None)
     diag = suite.run_mcmc(ae, posterior["samples"], posterior["stats"], test, run_dir, predict)
     summary, prediction = diag["mcmc"], diag.get("prediction", {})

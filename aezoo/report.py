@@ -25,6 +25,43 @@ FIGURES = {
 }
 
 
+R_HAT_MAX, ESS_PER_CHAIN_MIN = 1.01, 100  # Vehtari et al., arXiv:1903.08008
+
+
+def verdicts(metrics: dict[str, Any]) -> list[str]:
+    """What a person should know about a run before reading its numbers; empty for a healthy run.
+
+    Rules: a latent site with no active unit (posterior collapse); importance weights whose Pareto
+    k-hat exceeds 0.7 somewhere (the Monte Carlo error is unreliable); MCMC with split R-hat above
+    1.01, bulk ESS below 100 per chain or divergent transitions (Vehtari et al., arXiv:1903.08008);
+    an imputation worse than filling in the mean.
+    """
+    out = []
+    sizes = metrics.get("num_units") or {}
+    for site, active in (metrics.get("active_units") or {}).items():
+        if active == 0:
+            out.append(f"posterior collapse: none of the {sizes.get(site, '?')} units of {site} is active (the "
+                       "decoder ignores the code); lower beta, warm the KL up or use a smaller likelihood scale")
+    if metrics.get("test_log_likelihood_mcse_reliable") is False:
+        out.append(f"guide quality: {100 * metrics['khat_share_above_0.7']:.0f}% of the checked test points have "
+                   "Pareto k-hat above 0.7, so the log-likelihood's Monte Carlo error is unreliable; what holds "
+                   f"is the 95% lower bound {metrics['test_log_likelihood_lower_95']:.2f} nats")
+    r_hat, ess, chains = metrics.get("r_hat_max"), metrics.get("ess_bulk_min"), metrics.get("num_chains") or 1
+    if r_hat is not None and r_hat > R_HAT_MAX:
+        out.append(f"MCMC has not converged: split R-hat reaches {r_hat:.2f} (above {R_HAT_MAX}); run longer "
+                   "warm-up and more draws, or reparameterise")
+    if ess is not None and ess < ESS_PER_CHAIN_MIN * chains:
+        out.append(f"too few effective draws: the smallest bulk ESS is {ess:.0f}, below {ESS_PER_CHAIN_MIN} per "
+                   f"chain ({ESS_PER_CHAIN_MIN * chains})")
+    if metrics.get("divergences"):
+        out.append(f"{metrics['divergences']} divergent transitions: the sampler missed part of the posterior; "
+                   "raise target_accept or reparameterise")
+    mse, baseline = metrics.get("imputation_mse"), metrics.get("mean_imputation_mse")
+    if mse is not None and baseline is not None and mse >= baseline:
+        out.append(f"the imputation (squared error {mse:.4g}) is no better than filling in the mean ({baseline:.4g})")
+    return out
+
+
 def write(run_dir: str | Path, metrics: dict[str, Any], diagnostics: dict[str, Any], config: dict[str, Any]) -> Path:
     """Write ``run_dir/report.html`` and return its path; figures missing from the folder are skipped."""
     run_dir = Path(run_dir)
@@ -38,7 +75,11 @@ def write(run_dir: str | Path, metrics: dict[str, Any], diagnostics: dict[str, A
     sections.insert(0, ("Metrics", "Log-likelihoods are in nats per datum; <code>test_log_likelihood</code> is the "
                                    "importance-sampled estimate with <code>num_particles</code> samples (Burda et al., "
                                    "arXiv:1509.00519)." + _khat_warning(diagnostics), _table(metrics)))
-    body = "".join(f"<h2>{name}</h2><p>{note}</p>{content}" for name, note, content in sections)
+    warnings = verdicts(metrics)
+    box = ("<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>") if warnings else \
+        "<p>No warning: the code is in use, the importance weights are well behaved and the chains (if any) mixed.</p>"
+    body = (f'<div class="verdict {"warn" if warnings else "ok"}"><h2>Verdict</h2>{box}</div>'
+            + "".join(f"<h2>{name}</h2><p>{note}</p>{content}" for name, note, content in sections))
     figures = "".join(
         f'<figure><img alt="{name}" src="data:image/png;base64,{_base64(run_dir / name)}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
@@ -49,7 +90,9 @@ def write(run_dir: str | Path, metrics: dict[str, Any], diagnostics: dict[str, A
 <html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse}}
 th,td{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}img{{max-width:100%}}
-pre{{background:#f6f6f6;padding:1em;overflow:auto}}figure{{margin:1.5em 0}}</style></head><body>
+pre{{background:#f6f6f6;padding:1em;overflow:auto}}figure{{margin:1.5em 0}}
+.verdict{{border:2px solid;padding:0 1em;border-radius:6px}}.warn{{border-color:#c60;background:#fff6ec}}
+.ok{{border-color:#393;background:#f1fbf1}}</style></head><body>
 <h1>{html.escape(title)}</h1>{body}
 <h2>Figures</h2>{figures}
 <h2>Config</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -89,6 +90,7 @@ def fit(
     num_particles: int = 5000,
     labels: int | None = None,
     progress: bool = True,
+    eval_mode: str = "full",
     **engine_fields: Any,
 ) -> Path:
     """Train ``model`` on ``data`` with ``engine``, evaluate it and write the run folder.
@@ -105,6 +107,8 @@ def fit(
         labels: keep this many training labels ``y`` (balanced over the classes, seeded) and mark the
             rest unlabelled (-1), for semi-supervised models (``m2``); None keeps every label.
         num_particles: ``K`` for the test log-likelihood.
+        eval_mode: ``"full"`` (the suite with ``num_particles`` on the whole test split), ``"quick"``
+            (K = 500 on at most 500 test points, in a subfolder; see :func:`evaluate`) or ``"none"``.
         engine_fields: engine fields set directly (``epochs``, ``batch_size``, ``lr``); None is ignored.
 
     Returns:
@@ -114,6 +118,8 @@ def fit(
         ValueError: unknown names or settings, or a folder holding a different run.
     """
     _choose("model", model, MODELS)
+    if eval_mode not in EVAL_MODES:
+        raise ValueError(f"unknown --eval {eval_mode!r}; choose one of {', '.join(EVAL_MODES)}")
     check_device(device)
     integer("--num-particles", num_particles)
     defaults: dict[str, Any] = {}
@@ -159,7 +165,8 @@ def fit(
             result = engine_obj.fit(ae, *train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE)
         atomic_write_text(out / "losses.csv", "epoch,loss_nats_per_datum\n" + "".join(
             f"{i + 1},{v:.6f}\n" for i, v in enumerate(result.losses.tolist())))
-        evaluate(out, device=device, dataset=dataset)
+        if eval_mode != "none":
+            evaluate(out, device=device, dataset=dataset, mode=eval_mode)
     return out
 
 
@@ -333,11 +340,16 @@ def _claim(out: Path, config: dict[str, Any], engine: Any = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+EVAL_MODES = ("full", "quick", "none")
+QUICK = {"num_particles": 500, "test_points": 500}
+
+
 def evaluate(
     run_dir: str | Path,
     num_particles: int | None = None,
     device: str = "cpu",
     dataset: datasets.Dataset | None = None,
+    mode: str = "full",
 ) -> dict[str, Any]:
     """Evaluate a fitted run on its test split with the diagnostics suite.
 
@@ -346,11 +358,19 @@ def evaluate(
     ``posterior.nc`` (ArviZ), the figures and a self-contained ``report.html``. The model's
     covariates come from the test split, so a conditional model reports log p(x | covariates).
 
+    The run's own evaluation (its ``eval.num_particles``, the whole test split) is written to the
+    folder itself; any other (``mode="quick"``: K = 500 on at most the first 500 test points, or another
+    ``num_particles``) to a subfolder ``eval-K{K}-n{N}``, so a quick look never overwrites the full
+    figures. A folder whose ``metrics.json`` was computed from the current checkpoint is reused, not
+    recomputed (its metrics say ``reused: true``).
+
     Args:
         run_dir: a run folder written by :func:`fit`.
-        num_particles: ``K`` for importance sampling; default the run's ``eval.num_particles``.
+        num_particles: ``K`` for importance sampling; default the run's ``eval.num_particles``
+            (``mode="quick"``: at most 500).
         device: where to evaluate.
         dataset: the run's dataset if already loaded.
+        mode: ``"full"`` or ``"quick"`` (see above).
 
     Returns:
         The metrics: ``kind`` (:data:`aezoo.evaluations.KINDS`), ``test_log_likelihood`` (mean IS
@@ -363,21 +383,49 @@ def evaluate(
     """
     run_dir = Path(run_dir)
     check_device(device)
+    if mode not in EVAL_MODES[:2]:
+        raise ValueError(f"unknown evaluation mode {mode!r}; choose full or quick")
     config = evaluations.read_config(run_dir)
     K = config["eval"]["num_particles"] if num_particles is None else num_particles
+    if mode == "quick":
+        K = min(K, QUICK["num_particles"])
     integer("--num-particles", K)
     with locked(run_dir):
-        return _evaluate(run_dir, config, K, device, dataset)
+        return _evaluate(run_dir, config, K, device, dataset, QUICK["test_points"] if mode == "quick" else None)
 
 
 def _evaluate(run_dir: Path, config: dict[str, Any], K: int, device: str,
-              dataset: datasets.Dataset | None) -> dict[str, Any]:
+              dataset: datasets.Dataset | None, max_points: int | None) -> dict[str, Any]:
     spec = config["data"]
     ae = load(run_dir, device)
     if dataset is None:
         dataset = load_data(spec["name"], spec["binarize"], spec["train_size"], spec["test_size"],
                             config["model"]["name"], ae.config, spec.get("labels"))
+    if max_points is not None and len(dataset.test) > max_points:
+        dataset = dataclasses.replace(
+            dataset, test=dataset.test[:max_points],
+            test_covariates={k: v[:max_points] for k, v in dataset.test_covariates.items()},
+            test_truth=None if dataset.test_truth is None else dataset.test_truth[:max_points])
+    own = K == config["eval"]["num_particles"] and max_points is None
+    out = run_dir if own else run_dir / f"eval-K{K}-n{len(dataset.test)}"
+    checkpoint = _fingerprint(run_dir)
+    previous = out / "metrics.json"
+    if previous.exists():
+        metrics = json.loads(previous.read_text())
+        if metrics.get("checkpoint_sha256") == checkpoint:
+            return {**metrics, "reused": True, "eval_dir": str(out)}
     state = load_checkpoint(run_dir / CHECKPOINT_FILE)
     pyro.set_rng_seed(config["seed"])
     test = covariates_of(ae, dataset, "test")
-    return evaluations.evaluate(run_dir, ae, dataset, test, config, state, K)
+    metrics = evaluations.evaluate(run_dir, ae, dataset, test, {**config, "checkpoint_sha256": checkpoint}, state, K,
+                                   out)
+    return {**metrics, "reused": False, "eval_dir": str(out)}
+
+
+def _fingerprint(run_dir: Path) -> str:
+    """sha256 of the files the evaluation reads: the checkpoint and, for MCMC runs, the draws."""
+    digest = hashlib.sha256()
+    for name in (CHECKPOINT_FILE, SAMPLES_FILE):
+        if (run_dir / name).exists():
+            digest.update((run_dir / name).read_bytes())
+    return digest.hexdigest()

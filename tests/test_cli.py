@@ -82,8 +82,27 @@ def test_fit_digits_iwae_with_settings_then_resume_and_eval(tmp_path):
     assert run(*args, "--epochs", "2") == 0  # resumes: trains one more epoch
     losses = read_losses(out)
     assert len(losses) == 2 and abs(losses[0] - first["final_train_loss"]) < 1e-5
-    assert run("eval", str(out), "--num-particles", "7") == 0
-    assert json.loads((out / "metrics.json").read_text())["num_particles"] == 7
+    full = (out / "metrics.json").read_text()
+    assert run("eval", str(out), "--num-particles", "7") == 0  # another K: its own folder, the run's kept
+    assert json.loads((out / "eval-K7-n20" / "metrics.json").read_text())["num_particles"] == 7
+    assert (out / "metrics.json").read_text() == full and (out / "eval-K7-n20" / "report.html").exists()
+
+
+def test_eval_modes_quick_none_and_reuse(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["fit", "vae", "--data", "digits", "--set", "model.z_dim=2", "--set", "model.hidden_dims=8",
+            "--epochs", "1", "--train-size", "100", "--out", str(out), "--no-progress"]
+    assert run(*args, "--eval", "none") == 0
+    assert "trained; evaluate with: aezoo eval" in capsys.readouterr().out and not (out / "metrics.json").exists()
+    assert run("eval", str(out), "--quick") == 0
+    quick = json.loads((out / "eval-K500-n300" / "metrics.json").read_text())
+    assert quick["num_particles"] == 500 and quick["num_test"] == 300 and not (out / "metrics.json").exists()
+    assert "eval-K500-n300/report.html" in capsys.readouterr().out
+    assert run("eval", str(out), "--quick") == 0  # same checkpoint: read back, not recomputed
+    assert "reused" in capsys.readouterr().out
+    assert run(*args, "--epochs", "2", "--eval", "quick") == 0  # trained on: the checkpoint changed
+    again = json.loads((out / "eval-K500-n300" / "metrics.json").read_text())
+    assert again["epochs"] == 2 and again["checkpoint_sha256"] != quick["checkpoint_sha256"]
 
 
 def test_fit_refuses_a_folder_holding_another_run(tmp_path, capsys):
@@ -209,3 +228,52 @@ def test_models_with_global_latents_report_the_test_elbo(argv, tmp_path, capsys)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_test"] == 16 and metrics["test_elbo"] < 0 and "test_log_likelihood" not in metrics
     assert "test ELBO" in capsys.readouterr().out and (out / "reconstructions.png").exists()
+
+
+def test_version_threads_and_defaults_in_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run("--version")
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("aezoo ")
+    with pytest.raises(SystemExit):
+        run("fit", "--help")
+    assert "(default: 5000)" in capsys.readouterr().out
+    threads = torch.get_num_threads()
+    try:
+        assert run("--threads", "1", "list") == 0 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert run("--threads", "0", "list") == 2 and "--threads must be an integer >= 1" in capsys.readouterr().err
+
+
+HEALTHY = {"kind": "importance", "active_units": {"z": 5}, "num_units": {"z": 8}, "khat_share_above_0.7": 0.0,
+           "test_log_likelihood_mcse_reliable": True, "test_log_likelihood_lower_95": -90.0}
+
+
+@pytest.mark.parametrize("changes, fires", [
+    ({}, None),
+    ({"active_units": {"z1": 3, "z2": 0}, "num_units": {"z1": 8, "z2": 4}}, "none of the 4 units of z2 is active"),
+    ({"khat_share_above_0.7": 0.93, "test_log_likelihood_mcse_reliable": False}, "93% of the checked test points"),
+    ({"kind": "mcmc", "r_hat_max": 4.7, "ess_bulk_min": 900.0, "num_chains": 4}, "split R-hat reaches 4.70"),
+    ({"kind": "mcmc", "r_hat_max": 1.0, "ess_bulk_min": 250.0, "num_chains": 4}, "smallest bulk ESS is 250"),
+    ({"kind": "mcmc", "r_hat_max": 1.0, "ess_bulk_min": 900.0, "num_chains": 4, "divergences": 3},
+     "3 divergent transitions"),
+    ({"kind": "sequence", "imputation_mse": 0.9, "mean_imputation_mse": 0.5}, "no better than filling in the mean"),
+    ({"kind": "sequence", "imputation_mse": 0.2, "mean_imputation_mse": 0.5}, None),
+])
+def test_verdicts_fire_on_bad_runs_and_stay_quiet_on_healthy_ones(changes, fires):
+    from aezoo.report import verdicts
+
+    found = verdicts({**HEALTHY, **changes})
+    assert found == [] if fires is None else (len(found) == 1 and fires in found[0]), found
+
+
+def test_a_collapsed_run_is_flagged_in_the_report_and_on_the_command_line(tmp_path, capsys):
+    out = tmp_path / "run"  # beta = 200 drives every unit to the prior
+    assert run("fit", "vae", "--data", "digits", "--set", "model.z_dim=2", "--set", "model.hidden_dims=8",
+               "--set", "engine.beta=200", "--epochs", "5", "--batch-size", "20", "--lr", "1e-2", "--train-size", "200",
+               "--test-size", "50",
+               "--num-particles", "30", "--out", str(out), "--no-progress") == 0
+    printed = capsys.readouterr().out
+    assert "warning: posterior collapse: none of the 2 units of z is active" in printed
+    page = (out / "report.html").read_text()
+    assert 'class="verdict warn"' in page and "posterior collapse" in page

@@ -1,7 +1,8 @@
 """The one optimisation loop shared by the gradient engines (``svi``, ``iwae``, ...).
 
 An engine subclasses :class:`GradientEngine` and states only its objective in ``loss``; the
-loop does minibatching with ``num_data`` scaling (optionally stratified into labelled and unlabelled
+loop does the optimiser, learning-rate schedule and gradient clipping (:mod:`aezoo.inference.optim`),
+minibatching with ``num_data`` scaling (optionally stratified into labelled and unlabelled
 data, ``labelled_per_batch``), Adam, seeding, a tqdm progress bar, NaN checks and per-epoch
 checkpoints from which an interrupted fit resumes.
 """
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from aezoo.checks import integer, positive
 from aezoo.core import Autoencoder, FitResult, atomic_torch_save, check_lengths, load_checkpoint, rows, to_device
 from aezoo.inference.objectives import at_epoch
+from aezoo.inference.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 
 
 class Diverged(FloatingPointError):
@@ -35,7 +37,7 @@ class GradientEngine:
     Attributes:
         epochs: passes over the training data.
         batch_size: minibatch size ``B``.
-        lr: Adam learning rate.
+        lr: learning rate (the schedule's factor multiplies it each epoch).
         seed: seeds Pyro/torch and the minibatch order.
         progress: show a tqdm progress bar with the running loss.
         labelled_per_batch: for semi-supervised data (a covariate of kind ``"label"`` given for some
@@ -50,6 +52,12 @@ class GradientEngine:
             start of the fit ``l0`` by more than ``divergence_factor * (|l0| + 1)`` nats per datum (an
             objective that grows a hundredfold is diverging, not learning); 0 turns the check off. A NaN or
             infinite loss or gradient always stops the fit, before the step is applied.
+        optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9), from ``torch.optim``.
+        weight_decay: the optimiser's weight decay (>= 0).
+        lr_schedule: ``constant``, ``exponential`` (``lr_decay ** epoch``), ``cosine`` or ``burda`` (Burda et
+            al.'s stepwise 10^(-i/7) over stages of 3^i epochs); :data:`aezoo.inference.optim.SCHEDULES`.
+        lr_decay: the exponential schedule's factor per epoch, in (0, 1].
+        clip_norm: clip the global gradient norm to this before each step (> 0); 0: no clipping.
     """
 
     epochs: int = 10
@@ -59,8 +67,21 @@ class GradientEngine:
     progress: bool = True
     labelled_per_batch: int = 0
     divergence_factor: float = 100.0
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    lr_decay: float = 0.95
+    clip_norm: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {tuple(SCHEDULES)}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must lie in (0, 1], got {self.lr_decay}")
+        positive("weight_decay", self.weight_decay, allow_zero=True)
+        positive("clip_norm", self.clip_norm, allow_zero=True)
         positive("divergence_factor", self.divergence_factor, allow_zero=True)
         integer("epochs", self.epochs)
         integer("batch_size", self.batch_size)
@@ -93,7 +114,8 @@ class GradientEngine:
                 exists, the fit resumes after its last epoch.
 
         Returns:
-            ``FitResult`` with ``losses`` ``(E,)`` in nats per datum and ``stats["train_seconds"]``.
+            ``FitResult`` with ``losses`` ``(E,)`` in nats per datum, ``stats["train_seconds"]`` and
+            ``stats["lr"]`` ``(E,)``, the learning rate of each epoch.
 
         Raises:
             ValueError: data that do not fit the model, or covariates of another length than ``x``.
@@ -113,8 +135,10 @@ class GradientEngine:
         order = torch.Generator().manual_seed(self.seed)
         with torch.no_grad():  # warm-up: lazily created parameters exist after it; its loss is the reference
             start_loss = self.loss(ae, *first, num_data=num_data).item()
-        optim = torch.optim.Adam(ae.parameters(), lr=self.lr)
-        losses, seconds = self._resume(ae, optim, order, checkpoint, device)
+        optim = make_optimizer(self.optimizer, ae.parameters(), self.lr, self.weight_decay)
+        schedule = make_schedule(optim, self.lr_schedule, self.epochs, self.lr_decay)
+        losses, seconds = self._resume(ae, optim, schedule, order, checkpoint, device)
+        rates = [self.lr * SCHEDULES[self.lr_schedule](e, self.epochs, self.lr_decay) for e in range(len(losses))]
 
         steps = math.ceil((num_data if strata is None else len(strata[1])) / self._unlabelled_per_batch(strata))
         bar = tqdm(total=self.epochs * steps, initial=len(losses) * steps, disable=not self.progress,
@@ -125,14 +149,15 @@ class GradientEngine:
         with pyro.validation_enabled(False):
             for epoch in range(len(losses), self.epochs):
                 start, total, seen = time.perf_counter(), 0.0, 0
+                rates.append(optim.param_groups[0]["lr"])  # the rate the optimiser uses in this epoch
                 for step, idx in enumerate(self._batches(num_data, strata, steps, order, device)):
                     with at_epoch(epoch + step / steps):  # training progress, read by schedules (objectives.py)
                         loss = self._batch_loss(ae, data, idx, transform, num_data, strata)
                     self._check_step(loss.item(), start_loss, epoch)
                     optim.zero_grad(set_to_none=True)
                     loss.backward()
-                    grads = [p.grad for p in ae.parameters() if p.grad is not None]
-                    if grads and not torch.isfinite(torch.stack([g.abs().max() for g in grads])).all():
+                    norm = torch.nn.utils.clip_grad_norm_(ae.parameters(), self.clip_norm or math.inf)
+                    if not torch.isfinite(norm):
                         self._stop(f"a gradient became NaN or infinite in epoch {epoch + 1} (the step was not "
                                    "applied)")
                     optim.step()
@@ -143,12 +168,14 @@ class GradientEngine:
                 seconds += time.perf_counter() - start
                 self._check_epoch(ae, first, num_data, start_loss, epoch, device)  # a diverged epoch is not saved
                 losses.append(total / seen)
+                schedule.step()
                 if checkpoint is not None:
-                    _save(checkpoint, ae, optim, order, losses, seconds, device)
+                    _save(checkpoint, ae, optim, schedule, order, losses, seconds, device)
         bar.close()
         ae.eval()
         return FitResult(losses=torch.tensor(losses, dtype=torch.float64),
-                         stats={"train_seconds": torch.tensor(seconds)})
+                         stats={"train_seconds": torch.tensor(seconds),
+                                "lr": torch.tensor(rates, dtype=torch.float64)})
 
     def _check_step(self, loss: float, start: float, epoch: int) -> None:
         """:class:`Diverged` for a NaN or infinite loss, or one past the divergence bound."""
@@ -216,7 +243,7 @@ class GradientEngine:
         return sum(len(s) * self.loss(ae, *_transformed(rows(data, part), transform), num_data=len(s))
                    for s, part in zip(strata, idx)) / num_data
 
-    def _resume(self, ae: Autoencoder, optim: torch.optim.Optimizer, order: torch.Generator,
+    def _resume(self, ae: Autoencoder, optim: torch.optim.Optimizer, schedule, order: torch.Generator,
                 checkpoint: str | Path | None, device: torch.device) -> tuple[list[float], float]:
         """Restore model, optimiser and RNG states from ``checkpoint`` if it exists; epoch losses and seconds."""
         if checkpoint is None or not Path(checkpoint).exists():
@@ -227,8 +254,14 @@ class GradientEngine:
                              f"epochs={self.epochs}")
         ae.load_state_dict(state["model"])
         optim.load_state_dict(state["optim"])
-        for group in optim.param_groups:  # the engine's learning rate, not the one saved with the optimiser
-            group["lr"] = self.lr
+        if "schedule" in state:
+            schedule.load_state_dict(state["schedule"])
+        else:  # a checkpoint from before schedules: constant rate, one step per epoch done
+            schedule.last_epoch = len(state["losses"])
+        schedule.base_lrs = [self.lr] * len(optim.param_groups)  # the engine's rate, not the one saved with Adam
+        factor = SCHEDULES[self.lr_schedule](schedule.last_epoch, self.epochs, self.lr_decay)
+        for group in optim.param_groups:
+            group["lr"] = self.lr * factor
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)
@@ -236,12 +269,13 @@ class GradientEngine:
         return state["losses"].tolist(), float(state["train_seconds"])
 
 
-def _save(path: str | Path, ae: Autoencoder, optim: torch.optim.Optimizer, order: torch.Generator,
+def _save(path: str | Path, ae: Autoencoder, optim: torch.optim.Optimizer, schedule, order: torch.Generator,
           losses: list[float], seconds: float, device: torch.device) -> None:
     rng = {"torch_rng": torch.get_rng_state(), "order_rng": order.get_state()}
     if device.type == "cuda":
         rng["cuda_rng"] = torch.cuda.get_rng_state(device)
-    atomic_torch_save({"model": ae.state_dict(), "optim": optim.state_dict(), "train_seconds": seconds,
+    atomic_torch_save({"model": ae.state_dict(), "optim": optim.state_dict(), "schedule": schedule.state_dict(),
+                       "train_seconds": seconds,
                        "losses": torch.tensor(losses, dtype=torch.float64), **rng}, path)
 
 
