@@ -52,6 +52,8 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--train-size", type=int, help="keep the first N training points")
     f.add_argument("--test-size", type=int, help="keep the first N test points")
     f.add_argument("--num-particles", type=int, default=5000, help="importance samples for test log p(x)")
+    f.add_argument("--val-size", type=int, help="hold out N training points: a validation curve per epoch, the "
+                                                "best epoch kept, early stopping with --set engine.patience=P")
     f.add_argument("--labels", type=int, help="keep N training labels (balanced), hide the rest: semi-supervised")
     f.add_argument("--out", help="run folder (default runs/MODEL-ENGINE-DATA-seedS); an existing one resumes")
     f.add_argument("--eval", default="full", choices=runs.EVAL_MODES, dest="eval_mode",
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.model, args.data, args.engine, out=args.out, seed=args.seed, device=args.device,
                 settings=_settings(args.set), binarize=args.binarize, train_size=args.train_size,
                 test_size=args.test_size, num_particles=args.num_particles, labels=args.labels,
-                progress=not args.no_progress, eval_mode=args.eval_mode,
+                progress=not args.no_progress, eval_mode=args.eval_mode, val_size=args.val_size,
                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             )
             if args.eval_mode == "none":

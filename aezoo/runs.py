@@ -41,6 +41,7 @@ from aezoo.core import (
     config_to_dict,
     config_with,
     load_checkpoint,
+    rows,
     to_device,
 )
 from aezoo.evaluations import SAMPLES_FILE
@@ -91,6 +92,7 @@ def fit(
     labels: int | None = None,
     progress: bool = True,
     eval_mode: str = "full",
+    val_size: int | None = None,
     **engine_fields: Any,
 ) -> Path:
     """Train ``model`` on ``data`` with ``engine``, evaluate it and write the run folder.
@@ -107,6 +109,9 @@ def fit(
         labels: keep this many training labels ``y`` (balanced over the classes, seeded) and mark the
             rest unlabelled (-1), for semi-supervised models (``m2``); None keeps every label.
         num_particles: ``K`` for the test log-likelihood.
+        val_size: hold out this many training points (seeded) as validation data: the engine scores them
+            after every epoch (``losses.csv`` column ``val_loss_nats_per_datum``), keeps the best epoch's model
+            in ``checkpoint.best.pt`` and stops early with ``engine.patience``.
         eval_mode: ``"full"`` (the suite with ``num_particles`` on the whole test split), ``"quick"``
             (K = 500 on at most 500 test points, in a subfolder; see :func:`evaluate`) or ``"none"``.
         engine_fields: engine fields set directly (``epochs``, ``batch_size``, ``lr``); None is ignored.
@@ -142,6 +147,7 @@ def fit(
     pyro.set_rng_seed(seed)
     ae = MODELS[model].build(model_cfg).to(device)
     train = covariates_of(ae, dataset, "train")  # refuses data that lack a required covariate, before any write
+    train, val = split_validation(train, val_size, isinstance(engine_obj, McmcEngine))
     with torch.random.fork_rng(devices=[]):  # and data the model cannot take (shape, values), also before any write
         ae.validate(*(train if dataset.transform is None else (dataset.transform(train[0]), *train[1:])))
     if isinstance(engine_obj, McmcEngine):
@@ -151,7 +157,7 @@ def fit(
         "model": {"name": model, "config": config_to_dict(model_cfg)},
         "engine": {"name": engine, "config": {k: v for k, v in config_to_dict(engine_obj).items() if k != "progress"}},
         "data": {"name": data, "binarize": binarize, "train_size": train_size, "test_size": test_size,
-                 "labels": labels},
+                 "labels": labels, "val_size": val_size},
         "seed": seed,
         "eval": {"num_particles": num_particles},
     }
@@ -162,12 +168,86 @@ def fit(
         if isinstance(engine_obj, McmcEngine):
             result = _sample(ae, engine_obj, train, dataset.transform, out)
         else:
-            result = engine_obj.fit(ae, *train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE)
-        atomic_write_text(out / "losses.csv", "epoch,loss_nats_per_datum\n" + "".join(
-            f"{i + 1},{v:.6f}\n" for i, v in enumerate(result.losses.tolist())))
+            with tensorboard(out) as tb:
+                result = engine_obj.fit(ae, *train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE,
+                                        validation=val, on_epoch=lambda e, values: _scalars(tb, e, values))
+        atomic_write_text(out / "losses.csv", _losses_csv(result))
         if eval_mode != "none":
-            evaluate(out, device=device, dataset=dataset, mode=eval_mode)
+            metrics = evaluate(out, device=device, dataset=dataset, mode=eval_mode)
+            with tensorboard(out) as tb:
+                _hparams(tb, config, metrics, Path(metrics["eval_dir"]))
     return out
+
+
+def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"engine.config.lr": ...}``."""
+    items: dict[str, Any] = {}
+    for k, v in cfg.items():
+        items.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+    return items
+
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+@contextlib.contextmanager
+def tensorboard(run_dir: Path):
+    """A ``torch.utils.tensorboard.SummaryWriter`` on ``run_dir/tensorboard`` (``tensorboard --logdir runs``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+def _scalars(tb, epoch: int, values: dict[str, float]) -> None:
+    names = {"loss": "train/loss_nats_per_datum", "val_loss": "validation/loss_nats_per_datum", "lr": "train/lr"}
+    for key, value in values.items():
+        tb.add_scalar(names[key], value, epoch)
+
+
+def _hparams(tb, config: dict[str, Any], metrics: dict[str, Any], eval_dir: Path) -> None:
+    """The run's settings and headline numbers as TensorBoard hyper-parameters, and its figures as images."""
+    import matplotlib.image
+
+    hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in _flat(config).items()}
+    numbers = {f"metrics/{k}": float(v) for k, v in metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+    tb.add_hparams(hparams, numbers, run_name=".")
+    for figure in ("loss.png", "samples.png", "reconstructions.png"):
+        if (eval_dir / figure).exists():
+            tb.add_image(figure.removesuffix(".png"), matplotlib.image.imread(eval_dir / figure)[..., :3],
+                         dataformats="HWC")
+
+
+VAL_SEED = 20240
+
+
+def split_validation(train: tuple, val_size: int | None, mcmc: bool) -> tuple[tuple, tuple | None]:
+    """``(train, validation)``: ``val_size`` training points, chosen by a seeded permutation, held out.
+
+    Raises:
+        ValueError: a size outside 1..N-1, or an MCMC engine (it has no epochs to validate).
+    """
+    if val_size is None:
+        return train, None
+    n = len(train[0])
+    if mcmc:
+        raise ValueError("--val-size applies to the gradient engines (a validation curve per epoch); MCMC has none")
+    if not 1 <= val_size < n:
+        raise ValueError(f"--val-size must be between 1 and {n - 1} (the training points), got {val_size}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
+    return rows(train, order[val_size:].sort().values), rows(train, order[:val_size].sort().values)
+
+
+def _losses_csv(result) -> str:
+    val = result.stats.get("val_losses")
+    head = "epoch,loss_nats_per_datum" + (",val_loss_nats_per_datum" if val is not None else "")
+    lines = [f"{i + 1},{v:.6f}" + (f",{val[i]:.6f}" if val is not None else "")
+             for i, v in enumerate(result.losses.tolist())]
+    return "\n".join([head, *lines]) + "\n"
 
 
 def check_device(device: str) -> None:
@@ -318,15 +398,10 @@ def _claim(out: Path, config: dict[str, Any], engine: Any = None) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; name a folder (new, or a run folder to resume)")
 
-    def flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        items: dict[str, Any] = {}
-        for k, v in cfg.items():
-            items.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-        return items
-
     path = out / CONFIG_FILE
     if path.exists():
-        old, new = flat({k: json.loads(path.read_text()).get(k) for k in config}), flat(json.loads(json.dumps(config)))
+        saved = json.loads(path.read_text())
+        old, new = _flat({k: saved.get(k) for k in config}), _flat(json.loads(json.dumps(config)))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in _MAY_CHANGE)
         if changed:
             raise ValueError(f"{out} holds a different run (it differs in {', '.join(changed)}); "

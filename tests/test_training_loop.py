@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -96,3 +97,84 @@ def test_clipping_bounds_every_step():
 def test_bad_loop_settings_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         ENGINES["iwae"](**fields)
+
+
+SCRIPT = [5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 2.0, 1.0]  # validation losses by epoch: best at epoch 3 until epoch 7
+
+
+class Scripted(type(ENGINES["svi"]())):
+    """svi whose validation loss (no gradient, the 8 held-out rows) follows SCRIPT by epoch."""
+
+    def loss(self, ae, *batch, num_data):
+        if not torch.is_grad_enabled() and num_data == 8 and len(batch[0]) == 8:
+            return torch.tensor(SCRIPT[int(current_epoch()) - 1], dtype=torch.float64)
+        return super().loss(ae, *batch, num_data=num_data)
+
+
+def test_early_stopping_stops_at_the_known_best_epoch_and_keeps_it(tmp_path):
+    ae, x = small()
+    ckpt = tmp_path / "ckpt.pt"
+    fit = Scripted(epochs=8, batch_size=10, patience=3, progress=False).fit(ae, x[8:], checkpoint=ckpt,
+                                                                           validation=(x[:8],))
+    # epochs 4, 5, 6 do not beat epoch 3's 3.0: the fit stops after epoch 6 and epoch 3 is the best
+    assert len(fit.losses) == 6 and fit.stats["val_losses"].tolist() == SCRIPT[:6]
+    assert fit.stats["best_epoch"].item() == 3
+    best = torch.load(ckpt.with_name("ckpt.best.pt"), weights_only=True)
+    assert best["epoch"] == 3
+    again = Scripted(epochs=8, batch_size=10, patience=3, progress=False).fit(ae, x[8:], checkpoint=ckpt,
+                                                                             validation=(x[:8],))
+    assert torch.equal(again.losses, fit.losses)  # a stopped fit stays stopped when rerun
+    whole = Scripted(epochs=8, batch_size=10, progress=False).fit(small()[0], x[8:], validation=(x[:8],))
+    assert len(whole.losses) == 8 and whole.stats["best_epoch"].item() == 8  # no patience: every epoch
+
+
+def test_validation_changes_no_training_result():
+    a, x = small()
+    plain = ENGINES["svi"](epochs=3, batch_size=10, progress=False).fit(a, x[8:])
+    b, _ = small()
+    watched = ENGINES["svi"](epochs=3, batch_size=10, progress=False).fit(b, x[8:], validation=(x[:8],))
+    assert torch.equal(plain.losses, watched.losses)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert (watched.stats["val_losses"] > 0).all()
+
+
+def test_val_size_from_the_command_line(tmp_path, capsys):
+    import csv
+
+    from aezoo import cli
+
+    out = tmp_path / "run"
+    argv = ["fit", "vae", "--data", "digits", "--set", "model.z_dim=2", "--set", "model.hidden_dims=8", "--epochs",
+            "3", "--train-size", "200", "--test-size", "20", "--num-particles", "10", "--val-size", "50",
+            "--set", "engine.patience=2", "--eval", "none", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    with open(out / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(float(r["val_loss_nats_per_datum"]) > 0 for r in rows)
+    assert (out / "checkpoint.best.pt").exists()
+    assert json.loads((out / "config.json").read_text())["data"]["val_size"] == 50
+    refused = [str(tmp_path / "b") if a == str(out) else "200" if a == "50" else a for a in argv]
+    assert cli.main(refused) == 2 and not (tmp_path / "b").exists()
+    assert "--val-size must be between 1 and 199" in capsys.readouterr().err
+
+
+def test_tensorboard_event_files_hold_the_scalars_and_hyper_parameters(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from aezoo import cli
+
+    out = tmp_path / "run"
+    assert cli.main(["fit", "vae", "--data", "digits", "--set", "model.z_dim=2", "--set", "model.hidden_dims=8",
+                     "--epochs", "3", "--train-size", "100", "--test-size", "20", "--num-particles", "10",
+                     "--val-size", "20", "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    train = events.Scalars("train/loss_nats_per_datum")
+    assert [e.step for e in train] == [1, 2, 3] and [e.step for e in events.Scalars("validation/loss_nats_per_datum")]
+    with open(out / "losses.csv") as f:
+        recorded = [float(line.split(",")[1]) for line in f.readlines()[1:]]
+    assert [e.value for e in train] == pytest.approx(recorded, abs=1e-5)
+    assert "samples" in events.Tags()["images"]
+    hparams = EventAccumulator(str(out / "tensorboard" / "."))  # add_hparams writes into the same folder
+    hparams.Reload()
+    assert any(t.startswith("metrics/test_log_likelihood") for t in hparams.Tags()["scalars"])

@@ -24,6 +24,7 @@ from aezoo.checks import integer, positive
 from aezoo.core import Autoencoder, FitResult, atomic_torch_save, check_lengths, load_checkpoint, rows, to_device
 from aezoo.inference.objectives import at_epoch
 from aezoo.inference.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from aezoo.inference.validation import Validation
 
 
 class Diverged(FloatingPointError):
@@ -58,6 +59,8 @@ class GradientEngine:
             al.'s stepwise 10^(-i/7) over stages of 3^i epochs); :data:`aezoo.inference.optim.SCHEDULES`.
         lr_decay: the exponential schedule's factor per epoch, in (0, 1].
         clip_norm: clip the global gradient norm to this before each step (> 0); 0: no clipping.
+        patience: with ``validation`` data, stop once this many epochs in a row have not improved the
+            validation loss (:mod:`aezoo.inference.validation`); 0: train every epoch.
     """
 
     epochs: int = 10
@@ -72,8 +75,10 @@ class GradientEngine:
     lr_schedule: str = "constant"
     lr_decay: float = 0.95
     clip_norm: float = 0.0
+    patience: int = 0
 
     def __post_init__(self) -> None:
+        integer("patience", self.patience, minimum=0)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
         if self.lr_schedule not in SCHEDULES:
@@ -102,6 +107,8 @@ class GradientEngine:
         *data: Tensor,
         transform: Callable[[Tensor], Tensor] | None = None,
         checkpoint: str | Path | None = None,
+        validation: tuple | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     ) -> FitResult:
         """Train ``ae`` in place.
 
@@ -111,11 +118,18 @@ class GradientEngine:
                 order; ``None`` for a covariate the data lack (the model samples it or says why not).
             transform: applied to each ``x`` minibatch before use (e.g. dynamic binarization).
             checkpoint: file written after every epoch (model, optimiser, RNG states, losses); if it
-                exists, the fit resumes after its last epoch.
+                exists, the fit resumes after its last epoch. With ``validation`` the best epoch's model
+                is also kept, in ``<checkpoint stem>.best<suffix>``.
+            validation: held-out ``(x, *covariates)``, scored with the engine's loss after every epoch
+                (``transform`` applied once, seeded); ``patience`` stops on it.
+            on_epoch: called after every epoch (once its checkpoint is written) with the 1-based epoch and
+                ``{"loss", "lr", "val_loss"}`` (the last only with ``validation``), e.g. for TensorBoard.
 
         Returns:
-            ``FitResult`` with ``losses`` ``(E,)`` in nats per datum, ``stats["train_seconds"]`` and
-            ``stats["lr"]`` ``(E,)``, the learning rate of each epoch.
+            ``FitResult`` with ``losses`` ``(E,)`` in nats per datum, ``stats["train_seconds"]``,
+            ``stats["lr"]`` ``(E,)``, the learning rate of each epoch, and with ``validation``
+            ``stats["val_losses"]`` ``(E,)`` and ``stats["best_epoch"]`` (1-based). Early stopping makes E
+            smaller than ``epochs``.
 
         Raises:
             ValueError: data that do not fit the model, or covariates of another length than ``x``.
@@ -130,6 +144,8 @@ class GradientEngine:
         strata = self._strata(ae, data)
         first = _transformed(rows(data, slice(0, self.batch_size)), transform)
         self.check(ae, *first)
+        val = None if validation is None else Validation(to_device(ae.prepare(*validation), device), transform,
+                                                         self.seed)
 
         pyro.set_rng_seed(self.seed)
         order = torch.Generator().manual_seed(self.seed)
@@ -137,7 +153,7 @@ class GradientEngine:
             start_loss = self.loss(ae, *first, num_data=num_data).item()
         optim = make_optimizer(self.optimizer, ae.parameters(), self.lr, self.weight_decay)
         schedule = make_schedule(optim, self.lr_schedule, self.epochs, self.lr_decay)
-        losses, seconds = self._resume(ae, optim, schedule, order, checkpoint, device)
+        losses, seconds, stopped = self._resume(ae, optim, schedule, order, checkpoint, device, val)
         rates = [self.lr * SCHEDULES[self.lr_schedule](e, self.epochs, self.lr_decay) for e in range(len(losses))]
 
         steps = math.ceil((num_data if strata is None else len(strata[1])) / self._unlabelled_per_batch(strata))
@@ -147,7 +163,7 @@ class GradientEngine:
         # Pyro checked shapes and supports in the warm-up step above; skipping those checks in every
         # step saves ~10% of a small VAE epoch (benchmarks/svi_overhead.py). NaNs are still caught.
         with pyro.validation_enabled(False):
-            for epoch in range(len(losses), self.epochs):
+            for epoch in range(len(losses), len(losses) if stopped else self.epochs):
                 start, total, seen = time.perf_counter(), 0.0, 0
                 rates.append(optim.param_groups[0]["lr"])  # the rate the optimiser uses in this epoch
                 for step, idx in enumerate(self._batches(num_data, strata, steps, order, device)):
@@ -169,13 +185,25 @@ class GradientEngine:
                 self._check_epoch(ae, first, num_data, start_loss, epoch, device)  # a diverged epoch is not saved
                 losses.append(total / seen)
                 schedule.step()
+                best = val is not None and val.score(self.loss, ae, epoch, self.batch_size, device)
+                stopped = val is not None and val.exhausted(self.patience)
                 if checkpoint is not None:
-                    _save(checkpoint, ae, optim, schedule, order, losses, seconds, device)
+                    _save(checkpoint, ae, optim, schedule, order, losses, seconds, device,
+                          {} if val is None else {**val.state(), "stopped": stopped})
+                    if best:
+                        atomic_torch_save({"model": ae.state_dict(), "epoch": epoch + 1}, best_path(checkpoint))
+                if on_epoch is not None:
+                    on_epoch(epoch + 1, {"loss": losses[-1], "lr": rates[-1],
+                                         **({} if val is None else {"val_loss": val.losses[-1]})})
+                if stopped:
+                    break
         bar.close()
         ae.eval()
-        return FitResult(losses=torch.tensor(losses, dtype=torch.float64),
-                         stats={"train_seconds": torch.tensor(seconds),
-                                "lr": torch.tensor(rates, dtype=torch.float64)})
+        stats = {"train_seconds": torch.tensor(seconds), "lr": torch.tensor(rates, dtype=torch.float64)}
+        if val is not None:
+            stats.update(val_losses=torch.tensor(val.losses, dtype=torch.float64),
+                         best_epoch=torch.tensor(-1 if val.best_epoch is None else val.best_epoch + 1))
+        return FitResult(losses=torch.tensor(losses, dtype=torch.float64), stats=stats)
 
     def _check_step(self, loss: float, start: float, epoch: int) -> None:
         """:class:`Diverged` for a NaN or infinite loss, or one past the divergence bound."""
@@ -244,10 +272,12 @@ class GradientEngine:
                    for s, part in zip(strata, idx)) / num_data
 
     def _resume(self, ae: Autoencoder, optim: torch.optim.Optimizer, schedule, order: torch.Generator,
-                checkpoint: str | Path | None, device: torch.device) -> tuple[list[float], float]:
-        """Restore model, optimiser and RNG states from ``checkpoint`` if it exists; epoch losses and seconds."""
+                checkpoint: str | Path | None, device: torch.device,
+                val: Validation | None) -> tuple[list[float], float, bool]:
+        """Restore model, optimiser, schedule, validation and RNG states from ``checkpoint`` if it exists;
+        epoch losses, seconds and whether the fit had stopped early."""
         if checkpoint is None or not Path(checkpoint).exists():
-            return [], 0.0
+            return [], 0.0, False
         state = load_checkpoint(checkpoint)
         if len(state["losses"]) > self.epochs:
             raise ValueError(f"checkpoint {checkpoint} already holds {len(state['losses'])} epochs, more than "
@@ -266,17 +296,25 @@ class GradientEngine:
         if device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         order.set_state(state["order_rng"])
-        return state["losses"].tolist(), float(state["train_seconds"])
+        if val is not None:
+            val.restore(state)
+        return state["losses"].tolist(), float(state["train_seconds"]), bool(state.get("stopped", False))
+
+
+def best_path(checkpoint: str | Path) -> Path:
+    """Where the best validation epoch's model is kept beside ``checkpoint``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.best{checkpoint.suffix}")
 
 
 def _save(path: str | Path, ae: Autoencoder, optim: torch.optim.Optimizer, schedule, order: torch.Generator,
-          losses: list[float], seconds: float, device: torch.device) -> None:
+          losses: list[float], seconds: float, device: torch.device, extra: dict) -> None:
     rng = {"torch_rng": torch.get_rng_state(), "order_rng": order.get_state()}
     if device.type == "cuda":
         rng["cuda_rng"] = torch.cuda.get_rng_state(device)
     atomic_torch_save({"model": ae.state_dict(), "optim": optim.state_dict(), "schedule": schedule.state_dict(),
                        "train_seconds": seconds,
-                       "losses": torch.tensor(losses, dtype=torch.float64), **rng}, path)
+                       "losses": torch.tensor(losses, dtype=torch.float64), **rng, **extra}, path)
 
 
 def _transformed(batch: tuple[Tensor, ...], transform: Callable[[Tensor], Tensor] | None) -> tuple[Tensor, ...]:
