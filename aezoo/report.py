@@ -42,10 +42,11 @@ def verdicts(metrics: dict[str, Any]) -> list[str]:
         if active == 0:
             out.append(f"posterior collapse: none of the {sizes.get(site, '?')} units of {site} is active (the "
                        "decoder ignores the code); lower beta, warm the KL up or use a smaller likelihood scale")
-    if metrics.get("test_log_likelihood_mcse_reliable") is False:
+    lower = metrics.get("test_log_likelihood_lower_95")
+    if metrics.get("test_log_likelihood_mcse_reliable") is False and lower is not None:
         out.append(f"guide quality: {100 * metrics['khat_share_above_0.7']:.0f}% of the checked test points have "
                    "Pareto k-hat above 0.7, so the log-likelihood's Monte Carlo error is unreliable; what holds "
-                   f"is the 95% lower bound {metrics['test_log_likelihood_lower_95']:.2f} nats")
+                   f"is the 95% lower bound {lower:.2f} nats")
     r_hat, ess, chains = metrics.get("r_hat_max"), metrics.get("ess_bulk_min"), metrics.get("num_chains") or 1
     if r_hat is not None and r_hat > R_HAT_MAX:
         out.append(f"MCMC has not converged: split R-hat reaches {r_hat:.2f} (above {R_HAT_MAX}); run longer "

@@ -259,6 +259,8 @@ HEALTHY = {"kind": "importance", "active_units": {"z": 5}, "num_units": {"z": 8}
      "3 divergent transitions"),
     ({"kind": "sequence", "imputation_mse": 0.9, "mean_imputation_mse": 0.5}, "no better than filling in the mean"),
     ({"kind": "sequence", "imputation_mse": 0.2, "mean_imputation_mse": 0.5}, None),
+    ({"kind": "reconstruction", "test_log_likelihood_mcse_reliable": False, "test_log_likelihood_lower_95": None},
+     None),  # a point-mass guide: no importance sampling, nothing to say about its error
 ])
 def test_verdicts_fire_on_bad_runs_and_stay_quiet_on_healthy_ones(changes, fires):
     from aezoo.report import verdicts

@@ -103,7 +103,7 @@ def test_cvae_on_mnist_labels_and_on_the_quadrant_task(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["covariates"] == ["y"] and metrics["test_log_likelihood"] < 0
     assert run("eval", str(out), "--num-particles", "10") == 0  # re-evaluation reloads data and covariates
-    again = json.loads((out / "metrics.json").read_text())
+    again = json.loads((out / "eval-K10-n40" / "metrics.json").read_text())  # another K: beside the run's own
     assert again["num_particles"] == 10 and again["covariates"] == ["y"] and again["num_test"] == 40
     out = tmp_path / "quadrants"
     assert run("fit", "cvae", "--data", "mnist_q1", "--set", "model.condition=c", *small, "--out", str(out),
