@@ -1,4 +1,4 @@
-"""The ``aezoo`` command line: ``list``, ``fit`` and ``eval``."""
+"""The ``aezoo`` command line: ``list``, ``fit``, ``eval`` and ``compare``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 import pyro
 import torch
 
+from aezoo import compare as comparison
 from aezoo import data as datasets
 from aezoo import runs
 from aezoo.catalogue import applicable
@@ -59,7 +60,14 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--eval", default="full", choices=runs.EVAL_MODES, dest="eval_mode",
                    help="after training: the full suite (K=--num-particles, whole test split), quick (K=500 on at "
                         "most 500 test points, in a subfolder) or none (evaluate later with aezoo eval)")
+    f.add_argument("--mlflow", metavar="URI", help="also log the run to this MLflow tracking URI (pip install "
+                                                    "'aezoo[mlflow]')")
     f.add_argument("--no-progress", action="store_true")
+
+    c = sub.add_parser("compare", help="settings that differ, metrics and paired differences of run folders",
+                       formatter_class=defaults)
+    c.add_argument("run_dirs", nargs="+", help="two or more run folders; the first is the reference")
+    c.add_argument("--html", default="compare.html", help="also write the comparison as this page")
 
     e = sub.add_parser("eval", help="re-evaluate a run folder", formatter_class=defaults)
     e.add_argument("run_dir")
@@ -77,12 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             _print_list()
             return 0
+        if args.command == "compare":
+            result = comparison.compare(args.run_dirs)
+            print(comparison.text(result))
+            print(f"page: {comparison.write_html(result, args.html)}")
+            return 0
         if args.command == "fit":
             out = runs.fit(
                 args.model, args.data, args.engine, out=args.out, seed=args.seed, device=args.device,
                 settings=_settings(args.set), binarize=args.binarize, train_size=args.train_size,
                 test_size=args.test_size, num_particles=args.num_particles, labels=args.labels,
-                progress=not args.no_progress, eval_mode=args.eval_mode, val_size=args.val_size,
+                progress=not args.no_progress, eval_mode=args.eval_mode, val_size=args.val_size, mlflow=args.mlflow,
                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             )
             if args.eval_mode == "none":

@@ -89,11 +89,13 @@ def evaluate(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: d
 
 
 def write(run_dir: Path, metrics: dict[str, Any], diag: dict[str, Any], config: dict[str, Any],
-          losses: torch.Tensor | None = None) -> dict[str, Any]:
-    """Write ``metrics.json``, ``diagnostics.json`` (non-finite numbers as null), the loss curve and the report."""
+          state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``metrics.json``, ``diagnostics.json`` (non-finite numbers as null), the loss curve (training, and
+    validation where the checkpoint ``state`` has it) and the report."""
     atomic_write_text(run_dir / "diagnostics.json", json.dumps(finite(diag), indent=1) + "\n")
+    losses = (state or {}).get("losses")
     if losses is not None and len(losses):
-        plots.loss_curve(losses, run_dir / "loss.png", f"{config['engine']['name']} loss")
+        plots.loss_curve(losses, run_dir / "loss.png", f"{config['engine']['name']} loss", state.get("val_losses"))
     report.write(run_dir, metrics, diag, config)
     atomic_write_text(run_dir / "metrics.json", json.dumps(finite(metrics), indent=2) + "\n")  # last: a run is
     return metrics  # evaluated when its metrics.json exists
@@ -136,7 +138,7 @@ def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config:
     plots.samples_grid(generate(ae, *to_device(rows(test, slice(0, 64)), device)), run_dir / "samples.png",
                        dataset.image_shape, "decoder mean at z ~ p(z" + (" | covariates)" if ae.covariates else ")"))
     metrics["eval_seconds"] = time.perf_counter() - start
-    return write(run_dir, metrics, diag, config, state.get("losses"))
+    return write(run_dir, metrics, diag, config, state)
 
 
 def scored_covariates(ae, test: Data) -> dict[str, list[str]]:
@@ -202,7 +204,7 @@ def elbo(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: dict[
                     "per-datum importance sampling does not apply"}
     plots.image_grid([("data", test[0][:10]), ("reconstruction", shown.cpu())], run_dir / "reconstructions.png",
                      dataset.image_shape, "test data and reconstructions (decoder mean at z ~ q(z | x))")
-    return write(run_dir, metrics, diag, config, state.get("losses"))
+    return write(run_dir, metrics, diag, config, state)
 
 
 def sequences(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: dict[str, Any],
@@ -212,7 +214,9 @@ def sequences(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: 
     The image and latent diagnostics of the suite assume ``(B, D_x)`` data and are not computed.
     """
     x, mask = test[0], dataset.test_covariates.get("mask")
-    est = likelihood.importance_estimate(ae, *test, num_particles=num_particles).to_dict()
+    estimate = likelihood.importance_estimate(ae, *test, num_particles=num_particles)
+    suite.save_per_datum(run_dir, estimate.log_likelihood)
+    est = estimate.to_dict()
     metrics: dict[str, Any] = {
         **header("sequence", config, state), "num_test": est["num_data"], "num_particles": num_particles,
         "test_log_likelihood": est["log_likelihood"], "test_log_likelihood_se": est["log_likelihood_se"],
@@ -234,7 +238,7 @@ def sequences(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: 
                               ("imputed", filled[0])], run_dir / "reconstructions.png", dataset.image_shape,
                              "one test sequence: observed entries (missing as 0), the truth, the imputation")
     metrics["eval_seconds"] = time.perf_counter() - start
-    return write(run_dir, metrics, diag, config, state.get("losses"))
+    return write(run_dir, metrics, diag, config, state)
 
 
 def finite(value: Any) -> Any:

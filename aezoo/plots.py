@@ -13,11 +13,17 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 
-def loss_curve(losses: Tensor, path: str | Path, label: str = "training loss") -> Path:
-    """Plot ``(E,)`` per-epoch losses (nats per datum) to ``path``."""
+def loss_curve(losses: Tensor, path: str | Path, label: str = "training loss",
+               validation: Tensor | None = None) -> Path:
+    """Plot ``(E,)`` per-epoch losses (nats per datum), and the validation losses if given, to ``path``."""
     fig, ax = _figure(figsize=(5, 3.2))
-    ax.plot(range(1, len(losses) + 1), losses.tolist(), marker="o" if len(losses) < 30 else None)
+    marker = "o" if len(losses) < 30 else None
+    ax.plot(range(1, len(losses) + 1), losses.tolist(), marker=marker, label="training")
+    if validation is not None and len(validation):
+        ax.plot(range(1, len(validation) + 1), validation.tolist(), marker=marker, label="validation")
+        ax.legend()
     ax.set(xlabel="epoch", ylabel="nats per datum", title=label)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs only
     ax.grid(alpha=0.3)
     return _save(fig, path)
 

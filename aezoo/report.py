@@ -27,6 +27,65 @@ FIGURES = {
 
 R_HAT_MAX, ESS_PER_CHAIN_MIN = 1.01, 100  # Vehtari et al., arXiv:1903.08008
 
+# metric -> (label, unit, format); "%" formats a share as a percentage
+LABELS: dict[str, tuple[str, str, str]] = {
+    "test_log_likelihood": ("test log-likelihood (importance sampled)", "nats per datum", ".2f"),
+    "test_log_likelihood_se": ("± standard error over test points", "nats", ".2f"),
+    "test_log_likelihood_mcse": ("Monte Carlo error (delta method)", "nats", ".3f"),
+    "test_log_likelihood_lower_95": ("95% lower confidence bound (any guide)", "nats per datum", ".2f"),
+    "test_log_likelihood_mcse_reliable": ("Monte Carlo error reliable (every k-hat <= 0.7)", "", ""),
+    "test_elbo": ("test ELBO", "nats per datum", ".2f"),
+    "inference_gap": ("inference gap log p(x) - ELBO", "nats per datum", ".2f"),
+    "test_reconstruction": ("test reconstruction log p(x | encoder(x))", "nats per datum", ".2f"),
+    "test_accuracy": ("test accuracy", "", "%"),
+    "test_log_predictive": ("test posterior predictive log p(x | data)", "nats per datum", ".2f"),
+    "test_squared_error": ("test squared error of the predictive mean", "", ".4g"),
+    "active_units": ("active units per site", "", ""),
+    "num_units": ("units per site", "", ""),
+    "khat_share_above_0.7": ("test points with Pareto k-hat above 0.7", "", "%"),
+    "num_particles": ("importance samples K", "", ""),
+    "num_test": ("test points", "", ""),
+    "epochs": ("epochs trained", "", ""),
+    "final_train_loss": ("final training loss", "nats per datum", ".2f"),
+    "train_seconds": ("training time", "s", ".1f"),
+    "eval_seconds": ("evaluation time", "s", ".1f"),
+    "r_hat_max": ("largest split R-hat", "", ".3f"),
+    "ess_bulk_min": ("smallest bulk ESS", "draws", ".0f"),
+    "ess_tail_min": ("smallest tail ESS", "draws", ".0f"),
+    "imputation_mse": ("imputation squared error", "", ".4g"),
+    "mean_imputation_mse": ("mean-imputation squared error (baseline)", "", ".4g"),
+}
+HIDDEN = ("checkpoint_sha256", "kind", "model", "engine", "data")
+# (model, data, binarization) -> (published test log-likelihood, source): the README's results tables
+REFERENCES: dict[tuple[str, str, str], tuple[float, str]] = {
+    ("vae", "mnist", "dynamic"): (-86.76, "Burda et al. arXiv:1509.00519, VAE 1 layer, 3,280 epochs, k = 5000"),
+    ("hvae", "mnist", "dynamic"): (-85.33, "Burda et al. arXiv:1509.00519, VAE 2 layers"),
+    ("vae", "mnist", "static"): (-88.56, "Tomczak & Welling arXiv:1705.07120, standard prior"),
+    ("vamp_vae", "mnist", "static"): (-85.57, "Tomczak & Welling arXiv:1705.07120, VampPrior"),
+}
+
+
+def metric_rows(metrics: dict[str, Any]) -> dict[str, str]:
+    """Metrics as ``label (unit) -> value`` with sensible rounding, and the published reference where one exists."""
+    rows = {}
+    for key, value in metrics.items():
+        if key in HIDDEN:
+            continue
+        label, unit, fmt = LABELS.get(key, (key, "", ".4g"))
+        rows[f"{label} ({unit})" if unit else label] = _formatted(value, fmt)
+    reference = REFERENCES.get((metrics.get("model"), metrics.get("data"), metrics.get("binarize")))
+    if reference is not None and metrics.get("kind") == "importance":
+        rows["published test log-likelihood (nats per datum)"] = f"{reference[0]:.2f} ({reference[1]})"
+    return rows
+
+
+def _formatted(value: Any, fmt: str) -> str:
+    if isinstance(value, bool) or value is None or not isinstance(value, (int, float)):
+        return _fmt(value)
+    if fmt == "%":
+        return f"{100 * value:.1f}%"
+    return format(value, fmt) if fmt and isinstance(value, float) else str(value)
+
 
 def verdicts(metrics: dict[str, Any]) -> list[str]:
     """What a person should know about a run before reading its numbers; empty for a healthy run.
@@ -73,9 +132,11 @@ def write(run_dir: str | Path, metrics: dict[str, Any], diagnostics: dict[str, A
         sections = _guide_sections(diagnostics)
     else:  # global latents or sequence data: the metrics and a note
         sections = [("Note", html.escape(diagnostics.get("note", "")), "")]
-    sections.insert(0, ("Metrics", "Log-likelihoods are in nats per datum; <code>test_log_likelihood</code> is the "
-                                   "importance-sampled estimate with <code>num_particles</code> samples (Burda et al., "
-                                   "arXiv:1509.00519)." + _khat_warning(diagnostics), _table(metrics)))
+    intro = ("Draws of the posterior of the model's latent sites; the predictive log-likelihood averages p(x | draw) "
+             "over draws." if metrics["kind"] == "mcmc" else
+             "Log-likelihoods are in nats per datum; the test log-likelihood is the importance-sampled estimate with K "
+             "samples (Burda et al., arXiv:1509.00519)." + _khat_warning(diagnostics))
+    sections.insert(0, ("Metrics", intro, _text_table(metric_rows(metrics))))
     warnings = verdicts(metrics)
     box = ("<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>") if warnings else \
         "<p>No warning: the code is in use, the importance weights are well behaved and the chains (if any) mixed.</p>"
@@ -96,7 +157,7 @@ pre{{background:#f6f6f6;padding:1em;overflow:auto}}figure{{margin:1.5em 0}}
 .ok{{border-color:#393;background:#f1fbf1}}</style></head><body>
 <h1>{html.escape(title)}</h1>{body}
 <h2>Figures</h2>{figures}
-<h2>Config</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>
+<h2>Settings</h2>{_text_table(_flat(config))}
 </body></html>
 """
     path = run_dir / "report.html"
@@ -166,6 +227,18 @@ def _checks(checks: dict[str, Any]) -> dict[str, str]:
             rows[name] = f"observed {c['observed']:.3f}, replicated {c['replicated_mean']:.3f} ± " \
                          f"{c['replicated_sd']:.3f}, p = {c['p_value']:.2f}"
     return rows
+
+
+def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in cfg.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: json.dumps(v)})
+    return out
+
+
+def _text_table(values: dict[str, str]) -> str:
+    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                               for k, v in values.items()) + "</table>"
 
 
 def _table(values: dict[str, Any]) -> str:

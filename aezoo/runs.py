@@ -93,6 +93,7 @@ def fit(
     progress: bool = True,
     eval_mode: str = "full",
     val_size: int | None = None,
+    mlflow: str | None = None,
     **engine_fields: Any,
 ) -> Path:
     """Train ``model`` on ``data`` with ``engine``, evaluate it and write the run folder.
@@ -112,6 +113,8 @@ def fit(
         val_size: hold out this many training points (seeded) as validation data: the engine scores them
             after every epoch (``losses.csv`` column ``val_loss_nats_per_datum``), keeps the best epoch's model
             in ``checkpoint.best.pt`` and stops early with ``engine.patience``.
+        mlflow: an MLflow tracking URI: the run's settings, per-epoch losses, headline metrics and report are
+            logged there too (needs ``pip install 'aezoo[mlflow]'``; see :func:`log_mlflow`).
         eval_mode: ``"full"`` (the suite with ``num_particles`` on the whole test split), ``"quick"``
             (K = 500 on at most 500 test points, in a subfolder; see :func:`evaluate`) or ``"none"``.
         engine_fields: engine fields set directly (``epochs``, ``batch_size``, ``lr``); None is ignored.
@@ -123,6 +126,8 @@ def fit(
         ValueError: unknown names or settings, or a folder holding a different run.
     """
     _choose("model", model, MODELS)
+    if mlflow is not None:
+        _import_mlflow()  # refuse before anything is written when it is not installed
     if eval_mode not in EVAL_MODES:
         raise ValueError(f"unknown --eval {eval_mode!r}; choose one of {', '.join(EVAL_MODES)}")
     check_device(device)
@@ -172,11 +177,45 @@ def fit(
                 result = engine_obj.fit(ae, *train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE,
                                         validation=val, on_epoch=lambda e, values: _scalars(tb, e, values))
         atomic_write_text(out / "losses.csv", _losses_csv(result))
+        metrics = None
         if eval_mode != "none":
             metrics = evaluate(out, device=device, dataset=dataset, mode=eval_mode)
             with tensorboard(out) as tb:
                 _hparams(tb, config, metrics, Path(metrics["eval_dir"]))
+        if mlflow is not None:
+            log_mlflow(mlflow, out, config, result, metrics)
     return out
+
+
+def _import_mlflow():
+    try:
+        import mlflow
+    except ImportError as err:
+        raise ValueError("--mlflow needs MLflow: pip install 'aezoo[mlflow]' (or mlflow)") from err
+    return mlflow
+
+
+def log_mlflow(uri: str, run_dir: Path, config: dict[str, Any], result, metrics: dict[str, Any] | None) -> str:
+    """Log a run to the MLflow tracking server or store at ``uri`` (experiment ``aezoo``, run name the folder's):
+    the flattened settings as parameters, ``train/loss`` (and ``validation/loss``, ``train/lr``) per epoch, the
+    numeric headline metrics and ``report.html`` as an artifact. Returns the MLflow run id."""
+    mlflow = _import_mlflow()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("aezoo")
+    with mlflow.start_run(run_name=run_dir.name) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in _flat(config).items()})
+        series = {"train/loss": result.losses, "validation/loss": result.stats.get("val_losses"),
+                  "train/lr": result.stats.get("lr")}
+        for name, values in series.items():
+            for epoch, value in enumerate([] if values is None else values.tolist(), start=1):
+                mlflow.log_metric(name, value, step=epoch)
+        numbers = {k.replace(".", "_"): float(v) for k, v in (metrics or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+        mlflow.log_metrics(numbers)
+        report = Path((metrics or {}).get("eval_dir", run_dir)) / "report.html"
+        if report.exists():
+            mlflow.log_artifact(str(report))
+        return run.info.run_id
 
 
 def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -20,7 +20,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("inference",),
     ("models",),
     ("diagnostics",),
-    ("catalogue", "evaluations", "runs", "cli", "__main__", "__init__"),
+    ("catalogue", "evaluations", "runs", "compare", "cli", "__main__", "__init__"),
 ]
 
 

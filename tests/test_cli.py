@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -279,3 +280,36 @@ def test_a_collapsed_run_is_flagged_in_the_report_and_on_the_command_line(tmp_pa
     assert "warning: posterior collapse: none of the 2 units of z is active" in printed
     page = (out / "report.html").read_text()
     assert 'class="verdict warn"' in page and "posterior collapse" in page
+
+
+def test_compare_two_digits_runs_prints_the_paired_difference(tmp_path, capsys):
+    base = ["fit", "vae", "--data", "digits", "--set", "model.z_dim=2", "--set", "model.hidden_dims=8",
+            "--train-size", "200", "--test-size", "40", "--num-particles", "20", "--no-progress"]
+    assert run(*base, "--epochs", "1", "--out", str(tmp_path / "a")) == 0
+    assert run(*base, "--epochs", "4", "--out", str(tmp_path / "b")) == 0
+    capsys.readouterr()
+    page = tmp_path / "cmp.html"
+    assert run("compare", str(tmp_path / "a"), str(tmp_path / "b"), "--html", str(page)) == 0
+    printed = capsys.readouterr().out
+    assert "engine.config.epochs" in printed and "test_log_likelihood" in printed
+    a = np.load(tmp_path / "a" / "log_likelihood_per_datum.npy")
+    b = np.load(tmp_path / "b" / "log_likelihood_per_datum.npy")
+    d = b - a  # paired on the same 40 test digits
+    assert f"run 1 - run 0: {d.mean():+.3f} ± {d.std(ddof=1) / len(d) ** 0.5:.3f} (N = 40)" in printed
+    assert page.exists() and "data:image/png;base64" in page.read_text()
+    assert run("compare", str(tmp_path / "a")) == 2 and "at least two run folders" in capsys.readouterr().err
+
+
+def test_report_rows_have_labels_units_rounding_and_the_published_reference():
+    from aezoo.report import metric_rows
+
+    rows = metric_rows({"kind": "importance", "model": "vae", "data": "mnist", "binarize": "dynamic",
+                        "test_log_likelihood": -94.951234, "eval_seconds": 168.2157, "khat_share_above_0.7": 0.925,
+                        "checkpoint_sha256": "ab", "active_units": {"z": 16}, "something_new": 0.123456789})
+    assert rows["test log-likelihood (importance sampled) (nats per datum)"] == "-94.95"
+    assert rows["evaluation time (s)"] == "168.2" and rows["test points with Pareto k-hat above 0.7"] == "92.5%"
+    assert rows["active units per site"] == "z: 16" and rows["something_new"] == "0.1235"
+    assert rows["published test log-likelihood (nats per datum)"].startswith("-86.76 (Burda et al.")
+    assert not any("sha256" in k for k in rows)
+    assert "published test log-likelihood (nats per datum)" not in metric_rows({"kind": "importance", "model": "vae",
+                                                                                "data": "digits"})

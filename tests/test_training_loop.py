@@ -178,3 +178,24 @@ def test_tensorboard_event_files_hold_the_scalars_and_hyper_parameters(tmp_path,
     hparams = EventAccumulator(str(out / "tensorboard" / "."))  # add_hparams writes into the same folder
     hparams.Reload()
     assert any(t.startswith("metrics/test_log_likelihood") for t in hparams.Tags()["scalars"])
+
+
+def test_an_mlflow_file_store_receives_the_metrics(tmp_path, capsys, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from aezoo import cli
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps file stores for tests like this one
+    store = f"file:{tmp_path / 'mlruns'}"
+    out = tmp_path / "run"
+    assert cli.main(["fit", "vae", "--data", "digits", "--set", "model.z_dim=2", "--set", "model.hidden_dims=8",
+                     "--epochs", "2", "--train-size", "100", "--test-size", "20", "--num-particles", "10",
+                     "--mlflow", store, "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    client = mlflow.tracking.MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("aezoo").experiment_id])
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    with open(out / "losses.csv") as f:
+        recorded = [float(line.split(",")[1]) for line in f.readlines()[1:]]
+    assert [m.step for m in history] == [1, 2] and [m.value for m in history] == pytest.approx(recorded, abs=1e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert run.data.metrics["test_log_likelihood"] == pytest.approx(metrics["test_log_likelihood"])
+    assert run.data.params["engine.config.epochs"] == "2"

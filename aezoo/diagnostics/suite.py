@@ -19,12 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from aezoo import plots
 from aezoo.checks import check_sizes
-from aezoo.core import Autoencoder, Data, rows, to_device
+from aezoo.core import Autoencoder, Data, atomic_path, rows, to_device
 from aezoo.diagnostics import az, latent, likelihood, ppc
 from aezoo.diagnostics._traces import evaluating
 from aezoo.diagnostics.representations import representation_gap
@@ -88,15 +90,26 @@ def run(ae: Autoencoder, data: Data, out_dir: str | Path, cfg: Config = Config()
     sub = rows(data, slice(0, cfg.max_points))
     if _deterministic(ae, data):
         return _run_deterministic(ae, data, sub, out_dir, cfg, labels, image_shape)
-    est = likelihood.importance_estimate(ae, *data, num_particles=cfg.num_particles)
-    bounds = likelihood.iwae_bounds(ae, *sub, ks=cfg.ks, num_groups=cfg.bound_groups)
-    decomposition = latent.elbo_decomposition(ae, *sub, num_particles=10)
-    collapse = latent.collapse_report(ae, *sub)
-    representations = representation_gap(ae, *sub)
-    quality = az.guide_quality(ae, *sub, num_particles=cfg.khat_particles)
-    checks = ppc.predictive_checks(ae, *sub, num_replicates=cfg.replicates)
-    az.save_netcdf(az.to_inference_data(ae, *rows(data, slice(0, cfg.export_points)), num_draws=cfg.export_draws),
-                   out_dir / "posterior.nc")
+    # one bar over the stages (shown on a terminal only: tqdm's disable=None); the first dominates (K x N)
+    bar = tqdm(total=8, desc="evaluation", unit="stage", disable=None, leave=False)
+
+    def stage(name: str, value):
+        bar.set_postfix_str(name)
+        bar.update()
+        return value
+
+    bar.set_postfix_str(f"log p(x), K={cfg.num_particles}")
+    est = stage("IWAE_k bounds", likelihood.importance_estimate(ae, *data, num_particles=cfg.num_particles))
+    save_per_datum(out_dir, est.log_likelihood)
+    bounds = stage("ELBO terms", likelihood.iwae_bounds(ae, *sub, ks=cfg.ks, num_groups=cfg.bound_groups))
+    decomposition = stage("latent units", latent.elbo_decomposition(ae, *sub, num_particles=10))
+    collapse = stage("representations", latent.collapse_report(ae, *sub))
+    representations = stage("Pareto k-hat", representation_gap(ae, *sub))
+    quality = stage("predictive checks", az.guide_quality(ae, *sub, num_particles=cfg.khat_particles))
+    checks = stage("ArviZ export", ppc.predictive_checks(ae, *sub, num_replicates=cfg.replicates))
+    stage("figures", az.save_netcdf(az.to_inference_data(ae, *rows(data, slice(0, cfg.export_points)),
+                                                         num_draws=cfg.export_draws), out_dir / "posterior.nc"))
+    bar.close()
 
     bounds_dict = bounds.to_dict()
     ks = [int(k) for k in bounds_dict]
@@ -125,6 +138,17 @@ def run(ae: Autoencoder, data: Data, out_dir: str | Path, cfg: Config = Config()
         "predictive_checks": checks.to_dict(),
         "figures": [p.name for p in figures] + ["posterior.nc"],
     }
+
+
+PER_DATUM_FILE = "log_likelihood_per_datum.npy"
+
+
+def save_per_datum(out_dir: Path, log_likelihood: Tensor) -> Path:
+    """The per-datum test log-likelihood estimates ``(N,)`` as ``.npy``: what ``aezoo compare`` pairs across runs."""
+    path = Path(out_dir) / PER_DATUM_FILE
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, log_likelihood.double().numpy())
+    return path
 
 
 def run_mcmc(ae: Autoencoder, samples: dict[str, Tensor], stats: dict[str, Tensor], data: Data, out_dir: str | Path,
