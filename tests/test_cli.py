@@ -313,3 +313,19 @@ def test_report_rows_have_labels_units_rounding_and_the_published_reference():
     assert not any("sha256" in k for k in rows)
     assert "published test log-likelihood (nats per datum)" not in metric_rows({"kind": "importance", "model": "vae",
                                                                                 "data": "digits"})
+
+
+def test_the_report_renders_in_a_headless_browser(tmp_path, capsys):
+    import shutil
+    import subprocess
+
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        pytest.skip("no headless browser installed")
+    out = tmp_path / "run"
+    assert run("fit", "vae", "--data", "digits", "--set", "model.z_dim=2", "--set", "model.hidden_dims=8",
+               "--epochs", "1", "--train-size", "100", "--test-size", "20", "--num-particles", "10",
+               "--out", str(out), "--no-progress") == 0
+    dom = subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", "--dump-dom",
+                          (out / "report.html").as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert 'class="verdict' in dom and "test log-likelihood (importance sampled)" in dom and dom.count("<img") >= 3
