@@ -22,18 +22,15 @@ from matplotlib.figure import Figure
 
 from aezoo.diagnostics.suite import PER_DATUM_FILE
 from aezoo.evaluations import read_config
+from aezoo.runs import flat_config
 
 METRICS = ("test_log_likelihood", "test_log_likelihood_se", "test_elbo", "test_accuracy", "active_units",
            "khat_share_above_0.7", "epochs", "train_seconds")
 IGNORED = ("versions", "device", "checkpoint_sha256")
 
 
-def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        if k not in IGNORED:
-            out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-    return out
+def _flat(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in flat_config(cfg).items() if k.split(".")[0] not in IGNORED}
 
 
 def _curve(run: Path) -> tuple[str, list[float]]:

@@ -203,7 +203,7 @@ def log_mlflow(uri: str, run_dir: Path, config: dict[str, Any], result, metrics:
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("aezoo")
     with mlflow.start_run(run_name=run_dir.name) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in _flat(config).items()})
+        mlflow.log_params({k: str(v)[:500] for k, v in flat_config(config).items()})
         series = {"train/loss": result.losses, "validation/loss": result.stats.get("val_losses"),
                   "train/lr": result.stats.get("lr")}
         for name, values in series.items():
@@ -218,11 +218,11 @@ def log_mlflow(uri: str, run_dir: Path, config: dict[str, Any], result, metrics:
         return run.info.run_id
 
 
-def _flat(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as ``{"engine.config.lr": ...}``."""
+def flat_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"engine.config.lr": ...}`` (for comparisons, TensorBoard and MLflow)."""
     items: dict[str, Any] = {}
     for k, v in cfg.items():
-        items.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        items.update(flat_config(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
     return items
 
 
@@ -251,7 +251,7 @@ def _hparams(tb, config: dict[str, Any], metrics: dict[str, Any], eval_dir: Path
     """The run's settings and headline numbers as TensorBoard hyper-parameters, and its figures as images."""
     import matplotlib.image
 
-    hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in _flat(config).items()}
+    hparams = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat_config(config).items()}
     numbers = {f"metrics/{k}": float(v) for k, v in metrics.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
     tb.add_hparams(hparams, numbers, run_name=".")
@@ -440,7 +440,7 @@ def _claim(out: Path, config: dict[str, Any], engine: Any = None) -> None:
     path = out / CONFIG_FILE
     if path.exists():
         saved = json.loads(path.read_text())
-        old, new = _flat({k: saved.get(k) for k in config}), _flat(json.loads(json.dumps(config)))
+        old, new = flat_config({k: saved.get(k) for k in config}), flat_config(json.loads(json.dumps(config)))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in _MAY_CHANGE)
         if changed:
             raise ValueError(f"{out} holds a different run (it differs in {', '.join(changed)}); "
