@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from aezoo.diagnostics.suite import PER_DATUM_FILE
 from aezoo.evaluations import read_config
-from aezoo.runs import flat_config
+from aezoo.tracking import flat_config
 
 METRICS = ("test_log_likelihood", "test_log_likelihood_se", "test_elbo", "test_accuracy", "active_units",
            "khat_share_above_0.7", "epochs", "train_seconds")

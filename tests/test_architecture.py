@@ -20,7 +20,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("inference",),
     ("models",),
     ("diagnostics",),
-    ("catalogue", "evaluations", "runs", "compare", "cli", "__main__", "__init__"),
+    ("catalogue", "evaluations", "tracking", "runs", "compare", "cli", "__main__", "__init__"),
 ]
 
 
