@@ -1,10 +1,11 @@
 """What applies to what: for each model, the datasets and engines ``aezoo list`` and ``aezoo fit`` accept.
 
-A dataset applies to a model when its layout (vectors ``(N, D_x)`` or sequences ``(N, T, D_x)``)
-is the model's and it provides every covariate the model requires. An engine applies when its
-``check`` (with the model's ``DEFAULT_ENGINE`` settings for that engine) accepts the model on
-the model's own example data and, for an MCMC engine, the model's
-latents are all global (the command line does not sample the local ``z`` of every datum).
+A dataset applies to a model when its layout (vectors ``(N, D_x)``, sequences ``(N, T, D_x)`` or
+graphs ``(N, V, V)``, for a model with a covariate of kind ``graph``) is the model's and it
+provides every covariate the model requires. An engine applies when its ``check`` (with the
+model's ``DEFAULT_ENGINE`` settings for that engine) accepts the model on the model's own example
+data and, for an MCMC engine, the model's latents are all global (the command line does not
+sample the local ``z`` of every datum).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def applicable(model: str) -> tuple[list[str], list[str]]:
         torch.manual_seed(0)
         ae = module.build(cfg)
         data = module.example_data(cfg, 4, seed=0)
-    layout = "sequences" if data[0].dim() == 3 else "vectors"
+    graph = any(c.kind == "graph" for c in ae.covariates)
+    layout = "graphs" if graph else "sequences" if data[0].dim() == 3 else "vectors"
     required = {c.name for c in ae.covariates if c.required}
     names = [k for k, s in DATASETS.items()
              if k == "synthetic" or (s.layout == layout and required <= set(s.covariates))]

@@ -154,6 +154,10 @@ def _headline(metrics: dict) -> str:
         return "\n".join(lines)
     if kind == "elbo":
         return f"test ELBO: {metrics['test_elbo']:.3f} nats per datum"
+    if kind == "graph":
+        return (f"test link prediction: AUC {metrics['test_link_auc']:.3f}, AP {metrics['test_link_ap']:.3f} on "
+                f"{metrics['num_test_pairs']} pairs (Adamic-Adar AUC {metrics['adamic_adar_auc']:.3f}, spectral AUC "
+                f"{metrics['spectral_auc']:.3f})")
     if kind == "reconstruction":
         return (f"test reconstruction log p(x | encoder(x)): {metrics['test_reconstruction']:.3f} nats per datum "
                 f"({metrics['note']})")

@@ -28,7 +28,7 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-COVARIATE_KINDS = ("label", "continuous", "mask", "time")
+COVARIATE_KINDS = ("label", "continuous", "mask", "time", "graph")
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,10 @@ class Covariate:
     Attributes:
         name: ``"y"`` (labels), ``"c"`` (continuous conditions), ``"mask"``, ``"t"`` (times), ...
         kind: one of :data:`COVARIATE_KINDS`: ``label`` ``(N,)`` int64 in ``[0, num_classes)``;
-            ``continuous`` ``(N,)`` or ``(N, D_c)`` float; ``mask`` bool, ``x``'s shape, True where
-            observed; ``time`` ``(N, T)`` float.
+            ``continuous`` ``(N,)`` or ``(N, D_c)`` float; ``mask`` bool, True where observed, ``x``'s
+            shape or ``(N, M)`` (one flag per modality, ``mvae``'s ``present``); ``time`` ``(N, T)``
+            float; ``graph`` ``(N, V, V)`` float, an adjacency (data with one marks a graph data set,
+            :attr:`aezoo.data.Dataset.layout` ``"graphs"``).
         required: the model raises when it is ``None`` (otherwise it samples it or uses a default).
         doc: what the model does with it, and with ``None``.
     """
@@ -99,7 +101,7 @@ class Autoencoder(PyroModule):
 
     def prepare(self, *data) -> tuple:
         """``(x, *covariates)`` as tensors the model takes: numpy arrays become tensors, and ``x`` and the
-        ``continuous``/``time`` covariates take the model's floating dtype (a ``UserWarning`` names each
+        ``continuous``/``time``/``graph`` covariates take the model's floating dtype (a ``UserWarning`` names each
         conversion; ``torch.from_numpy`` of a float64 array is the common case). See :func:`as_tensors`.
 
         Raises:
@@ -109,7 +111,7 @@ class Autoencoder(PyroModule):
             raise ValueError("fit and the diagnostics need at least the data tensor x")
         params = next(iter(self.parameters()), None)
         dtype = params.dtype if params is not None and params.is_floating_point() else torch.get_default_dtype()
-        kinds = tuple("float" if c.kind in ("continuous", "time") else c.kind for c in self.covariates)
+        kinds = tuple("float" if c.kind in ("continuous", "time", "graph") else c.kind for c in self.covariates)
         return as_tensors(data, dtype, kinds)
 
     def validate(self, x: Tensor, *covariates: Tensor) -> None:

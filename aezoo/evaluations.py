@@ -9,6 +9,8 @@ as ``metrics["kind"]`` (one of :data:`KINDS`); :func:`header` writes the keys ev
 - ``reconstruction``: the same suite for a point-mass (Delta) guide, which has no log p(x);
 - ``elbo``: models with global latents (a global latent couples the data): the test ELBO;
 - ``sequence``: sequence data ``(N, T, D_x)``: log p of the observed entries, imputation error;
+- ``graph``: a graph data set (``aezoo.data.graphs``): link prediction on the test pairs, ROC AUC and
+  average precision beside the Adamic-Adar and spectral baselines (:mod:`aezoo.diagnostics.links`);
 - ``mcmc``: posterior draws (an MCMC engine): convergence summary, trace/rank plots, prediction.
 """
 
@@ -26,7 +28,7 @@ from pyro import poutine
 from aezoo import data as datasets
 from aezoo import plots, report
 from aezoo.core import CONFIG_FILE, Data, atomic_write_text, load_checkpoint, rows, to_device
-from aezoo.diagnostics import generate, likelihood, reconstruct, suite
+from aezoo.diagnostics import generate, likelihood, links, multimodal, reconstruct, suite
 from aezoo.diagnostics._traces import evaluating
 from aezoo.inference import ENGINES
 from aezoo.models import MODELS
@@ -34,7 +36,8 @@ from aezoo.sequence import impute
 from aezoo.traces import guide_sites
 
 SAMPLES_FILE = "posterior_samples.pt"
-KINDS = ("importance", "reconstruction", "elbo", "sequence", "mcmc")
+MULTIMODAL_LIMITS = (1000, 1000)  # at most this many test data and particles for the multimodal measures
+KINDS = ("importance", "reconstruction", "elbo", "sequence", "graph", "mcmc")
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
@@ -81,6 +84,8 @@ def evaluate(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: d
     out.mkdir(exist_ok=True)
     if (run_dir / SAMPLES_FILE).exists():
         return mcmc(out, ae, dataset, test, config, state, start, run_dir / SAMPLES_FILE)
+    if dataset.layout == "graphs":
+        return graphs(out, ae, test, config, state, start)
     if dataset.layout == "sequences":
         return sequences(out, ae, dataset, test, config, state, start, num_particles)
     if has_global_latents(ae, test):
@@ -127,6 +132,9 @@ def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config:
         with evaluating(ae) as device:
             predicted = classify(ae, test[0].to(device)).cpu()
         metrics["test_accuracy"] = (predicted == dataset.test_labels).double().mean().item()
+    if getattr(MODELS[config["model"]["name"]], "MODALITIES", None) == multimodal.MODALITIES \
+            and dataset.name == "mnist_views":  # the digit classifier judges these images
+        metrics.update(multimodal_metrics(ae, test, num_particles))
     exact = getattr(ae.model, "exact_log_marginal", None)
     device = next(ae.parameters()).device
     if exact is not None:
@@ -139,6 +147,17 @@ def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config:
                        dataset.image_shape, "decoder mean at z ~ p(z" + (" | covariates)" if ae.covariates else ")"))
     metrics["eval_seconds"] = time.perf_counter() - start
     return write(run_dir, metrics, diag, config, state)
+
+
+def multimodal_metrics(ae, test: Data, num_particles: int) -> dict[str, Any]:
+    """Subset and conditional log-likelihoods, coherence and diversity (:mod:`aezoo.diagnostics.multimodal`) on
+    the first test data, within :data:`MULTIMODAL_LIMITS`; flat keys such as ``coherence[y->x]``."""
+    n, k = min(len(test[0]), MULTIMODAL_LIMITS[0]), min(num_particles, MULTIMODAL_LIMITS[1])
+    found = multimodal.evaluate(ae, *rows(test, slice(0, n))[:3], num_particles=k).to_dict()
+    flat = {f"{group}[{key}]": value for group in ("log_likelihood", "conditional", "coherence", "diversity")
+            for key, value in found[group].items()}
+    return {**flat, "multimodal_num_test": n, "multimodal_num_particles": k,
+            "judge_accuracy": found["classifier_accuracy"]}
 
 
 def scored_covariates(ae, test: Data) -> dict[str, list[str]]:
@@ -238,6 +257,25 @@ def sequences(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config: 
                               ("imputed", filled[0])], run_dir / "reconstructions.png", dataset.image_shape,
                              "one test sequence: observed entries (missing as 0), the truth, the imputation")
     metrics["eval_seconds"] = time.perf_counter() - start
+    return write(run_dir, metrics, diag, config, state)
+
+
+def graphs(run_dir: Path, ae, test: Data, config: dict[str, Any], state: dict[str, Any],
+           start: float) -> dict[str, Any]:
+    """Link prediction on the test pairs of a graph data set, the model beside the two baselines.
+
+    The model does not condition on the training edges (only its guide reads them), so an importance-sampled
+    log-likelihood of the test pairs would be their marginal log p, not log p(test pairs | training graph):
+    it is not reported.
+    """
+    scores = links.link_prediction(ae, test)
+    metrics: dict[str, Any] = {**header("graph", config, state), "num_test_pairs": scores["model"]["num_pairs"],
+                               "test_link_auc": scores["model"]["auc"], "test_link_ap": scores["model"]["ap"],
+                               **{f"{name}_{k}": scores[name][k] for name in ("adamic_adar", "spectral")
+                                  for k in ("auc", "ap")},
+                               "eval_seconds": time.perf_counter() - start}
+    diag = {"links": scores, "note": "graph data: link prediction on the held-out test pairs (test edges and as "
+                                     "many non-edges) from the training graph; ROC AUC and average precision"}
     return write(run_dir, metrics, diag, config, state)
 
 

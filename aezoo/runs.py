@@ -304,10 +304,12 @@ def keep_labels(dataset: datasets.Dataset, n: int) -> torch.Tensor:
 
 
 def sized_to_data(cfg: Any, dataset: datasets.Dataset, explicit: dict[str, str]) -> Any:
-    """``cfg`` with the sizes the data decide unless set: ``x_dim``, ``num_classes``, ``c_dim``, ``image_shape``."""
-    c = dataset.train_covariates.get("c")
+    """``cfg`` with the sizes the data decide unless set: ``x_dim``, ``num_classes``, ``c_dim``, ``image_shape``;
+    for graphs ``num_nodes`` and ``num_features``."""
+    c, features = dataset.train_covariates.get("c"), dataset.train_covariates.get("features")
     sizes = {"x_dim": dataset.train.shape[-1], "num_classes": dataset.num_classes,
-             "c_dim": None if c is None else c.reshape(len(c), -1).shape[-1], "image_shape": dataset.image_shape}
+             "c_dim": None if c is None else c.reshape(len(c), -1).shape[-1], "image_shape": dataset.image_shape,
+             "num_nodes": dataset.train.shape[-1], "num_features": None if features is None else features.shape[-1]}
     fields = {f.name for f in dataclasses.fields(cfg)}
     changes = {k: v for k, v in sizes.items() if k in fields and k not in explicit and v is not None}
     return dataclasses.replace(cfg, **changes)

@@ -28,6 +28,8 @@ SMALL_CONFIGS: dict[str, dict] = {
     "m2": {**_SMALL_VAE, "num_classes": 3},
     "hvae": {"x_dim": 12, "z1_dim": 3, "z2_dim": 2, "hidden1": (8,), "hidden2": (6,)},
     "cvae": {**_SMALL_VAE, "c_dim": 3},
+    "mvae": {"x_dim": 12, "x2_dim": 10, "num_classes": 3, "z_dim": 2, "hidden_dims": (8,)},
+    **{name: {"num_nodes": 6, "z_dim": 2, "hidden_dims": (4,)} for name in ("vgae", "gae")},  # graphs (B, 6, 6)
     "dmm": {"x_dim": 6, "z_dim": 2, "emission_dim": 8, "transition_dim": 8, "rnn_dim": 8, "seq_len": 5},
 }
 # Engine settings for one quick epoch (or a few MCMC draws); only fields an engine has are applied.
@@ -79,6 +81,7 @@ def small_engine(name: str, model: str | None = None, **overrides):
     cls = ENGINES[name]
     fields = {f.name for f in dataclasses.fields(cls)}
     default, settings = getattr(MODELS[model], "DEFAULT_ENGINE", ("svi", {})) if model else (None, {})
+    settings = {k: v for k, v in settings.items() if k != "epochs"}  # the objective, not the length of training
     chosen = {**SMALL_ENGINE, **(settings if default == name else {}), **overrides}
     return cls(**{k: v for k, v in chosen.items() if k in fields})
 

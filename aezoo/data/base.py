@@ -32,7 +32,7 @@ STATIC_SEED = 0
 
 
 COVARIATE_KINDS = {"y": "label", "c": "continuous", "mask": "mask", "t": "time"}  # the standard names
-LAYOUTS = ("vectors", "sequences")
+LAYOUTS = ("vectors", "sequences", "graphs")
 
 
 @dataclass
@@ -88,7 +88,10 @@ class Dataset:
 
     @property
     def layout(self) -> str:
-        """``"vectors"`` for ``(N, D_x)`` data, ``"sequences"`` for ``(N, T, D_x)``."""
+        """``"vectors"`` for ``(N, D_x)`` data, ``"sequences"`` for ``(N, T, D_x)``, ``"graphs"`` for ``(N, V, V)``
+        adjacencies (data with a covariate of kind ``graph``)."""
+        if "graph" in self.kinds.values():
+            return "graphs"
         return LAYOUTS[self.train.dim() - 2] if self.train.dim() in (2, 3) else f"{self.train.dim()}-d arrays"
 
     def arrays(self, split: str, covariates: tuple[str, ...] = ()) -> tuple[Tensor | None, ...]:
@@ -107,7 +110,7 @@ class Source:
         load: ``load(binarization, train_size, test_size, **options) -> Dataset``.
         description: one line for ``aezoo list``.
         covariates: the names of the covariates it provides.
-        layout: ``"vectors"`` (``x`` ``(N, D_x)``) or ``"sequences"`` (``(N, T, D_x)``).
+        layout: ``"vectors"`` (``x`` ``(N, D_x)``), ``"sequences"`` (``(N, T, D_x)``) or ``"graphs"`` (``(N, V, V)``).
     """
 
     load: Callable[..., Dataset]

@@ -33,6 +33,7 @@ from aezoo.diagnostics.likelihood import (
     iwae_bounds,
     reconstruct,
 )
+from aezoo.diagnostics.links import link_prediction
 from aezoo.diagnostics.ppc import PredictiveChecks, posterior_predictive, predictive_checks, prior_predictive
 from aezoo.diagnostics.representations import RepresentationGap, representation_gap
 
@@ -43,5 +44,5 @@ __all__ = [
     "RepresentationGap", "representation_gap", "PredictiveChecks", "posterior_predictive", "prior_predictive",
     "predictive_checks",
     "GuideQuality", "guide_quality", "pareto_khat", "mcmc_summary", "to_inference_data", "save_netcdf",
-    "load_netcdf", "trace_plot", "rank_plot",
+    "load_netcdf", "trace_plot", "rank_plot", "link_prediction",
 ]

@@ -22,7 +22,9 @@ of :data:`aezoo.inference.terms.TERMS` with its fields set by ``penalty_options`
 * ``"swd"``: sliced Wasserstein ``SW_2^2`` (SWAE [6]);
 * ``"dip_i"`` / ``"dip_ii"``: DIP-VAE [7];
 * ``"gsnn"``: the GSNN term of the conditional VAE's hybrid objective (Sohn et al. 2015);
-* ``"classification"``: -log q(y | x) on labelled data, the alpha term of M2 (Kingma et al. 2014).
+* ``"classification"``: -log q(y | x) on labelled data, the alpha term of M2 (Kingma et al. 2014);
+* ``"modality_subsets"``: the unimodal and random-subset ELBOs of MVAE's sub-sampled training
+  (Wu & Goodman 2018).
 
 Pyro's estimator of the ELBO (``elbo``): ``"trace"`` is ``TraceMeanField_ELBO`` with
 ``analytic_kl`` (reparameterised guides only) else ``Trace_ELBO``; ``"tracegraph"`` is

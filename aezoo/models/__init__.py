@@ -23,6 +23,7 @@ from aezoo.models import (
     bayesian_ae,
     cvae,
     dmm,
+    gae,
     gmvae,
     gp_vae,
     gppvae,
@@ -31,17 +32,20 @@ from aezoo.models import (
     linear_gaussian,
     m2,
     markov_gp_vae,
+    mvae,
     sgp_bae,
     svae,
     swae,
     vae,
     vamp_vae,
+    vgae,
     vlae,
     wae,
 )
 
 _MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae, bayesian_ae, svae, gp_vae,
-                              markov_gp_vae, dmm, gppvae, sgp_bae, cvae, hvae, vamp_vae, m2, vlae]
+                              markov_gp_vae, dmm, gppvae, sgp_bae, cvae, hvae, vamp_vae, m2, vlae, vgae, gae,
+                              mvae]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 
