@@ -28,7 +28,7 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-COVARIATE_KINDS = ("label", "continuous", "mask", "time", "graph")
+COVARIATE_KINDS = ("label", "continuous", "mask", "time", "graph", "factor")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ class Covariate:
             ``continuous`` ``(N,)`` or ``(N, D_c)`` float; ``mask`` bool, True where observed, ``x``'s
             shape or ``(N, M)`` (one flag per modality, ``mvae``'s ``present``); ``time`` ``(N, T)``
             float; ``graph`` ``(N, V, V)`` float, an adjacency (data with one marks a graph data set,
-            :attr:`aezoo.data.Dataset.layout` ``"graphs"``).
+            :attr:`aezoo.data.Dataset.layout` ``"graphs"``); ``factor`` ``(N, F)`` int64 indices of known
+            generative factors (``sprites``' ``factors``), kept as integers, read by the disentanglement
+            metrics (:mod:`aezoo.diagnostics.disentanglement`), not by a model.
         required: the model raises when it is ``None`` (otherwise it samples it or uses a default).
         doc: what the model does with it, and with ``None``.
     """

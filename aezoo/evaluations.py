@@ -28,7 +28,7 @@ from pyro import poutine
 from aezoo import data as datasets
 from aezoo import plots, report
 from aezoo.core import CONFIG_FILE, Data, atomic_write_text, load_checkpoint, rows, to_device
-from aezoo.diagnostics import generate, likelihood, links, multimodal, reconstruct, suite
+from aezoo.diagnostics import disentanglement, generate, likelihood, links, multimodal, reconstruct, suite
 from aezoo.diagnostics._traces import evaluating
 from aezoo.inference import ENGINES
 from aezoo.models import MODELS
@@ -37,6 +37,7 @@ from aezoo.traces import guide_sites
 
 SAMPLES_FILE = "posterior_samples.pt"
 MULTIMODAL_LIMITS = (1000, 1000)  # at most this many test data and particles for the multimodal measures
+DISENTANGLEMENT_POINTS = 2000  # at most this many test data for the disentanglement metrics
 KINDS = ("importance", "reconstruction", "elbo", "sequence", "graph", "mcmc")
 
 
@@ -126,7 +127,15 @@ def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config:
         "test_log_likelihood_mcse_reliable": diag["guide_quality"]["share_above"] == 0,
     }
     if diag["kind"] == "reconstruction":  # a deterministic guide: no log p(x) estimate, the reconstruction instead
-        metrics.update(note=diag["note"], test_reconstruction=ll["reconstruction"])
+        metrics.update(note=diag["note"], test_reconstruction=ll["reconstruction"],
+                       dead_units=diag["latent"]["dead_units"])
+    module = MODELS[config["model"]["name"]]
+    bound = getattr(module, "bound", None)  # a point mass on a discrete code (vq_vae): its ELBO bounds log p(x)
+    if bound is not None:
+        with evaluating(ae) as device:
+            metrics["test_log_likelihood_bound"] = bound(ae, test[0].to(device)).mean().item()
+            usage = module.codebook_usage(ae, test[0].to(device))
+        metrics.update({f"codebook_{k}": v for k, v in usage.items() if k in ("perplexity", "dead_codes")})
     classify = getattr(MODELS[config["model"]["name"]], "classify", None)
     if classify is not None and dataset.test_labels is not None:  # a model with a classifier (m2)
         with evaluating(ae) as device:
@@ -135,6 +144,8 @@ def importance(run_dir: Path, ae, dataset: datasets.Dataset, test: Data, config:
     if getattr(MODELS[config["model"]["name"]], "MODALITIES", None) == multimodal.MODALITIES \
             and dataset.name == "mnist_views":  # the digit classifier judges these images
         metrics.update(multimodal_metrics(ae, test, num_particles))
+    if "factor" in dataset.kinds.values():  # known generative factors (sprites): MIG, SAP, DCI, FactorVAE, InfoMEC
+        metrics.update(disentanglement_metrics(ae, dataset, test, diag))
     exact = getattr(ae.model, "exact_log_marginal", None)
     device = next(ae.parameters()).device
     if exact is not None:
@@ -158,6 +169,17 @@ def multimodal_metrics(ae, test: Data, num_particles: int) -> dict[str, Any]:
             for key, value in found[group].items()}
     return {**flat, "multimodal_num_test": n, "multimodal_num_particles": k,
             "judge_accuracy": found["classifier_accuracy"]}
+
+
+def disentanglement_metrics(ae, dataset: datasets.Dataset, test: Data, diag: dict[str, Any]) -> dict[str, Any]:
+    """The disentanglement metrics (:mod:`aezoo.diagnostics.disentanglement`) of the guide's mean codes of the first
+    :data:`DISENTANGLEMENT_POINTS` test data against the data's factors; the details go to ``diag["disentanglement"]``
+    and the flat scores (``mig``, ``sap``, ``dci_disentanglement``, ...) are returned."""
+    name = next(k for k, kind in dataset.kinds.items() if kind == "factor")
+    found = disentanglement.evaluate(ae, test, dataset.test_covariates[name], dataset.factor_names,
+                                     DISENTANGLEMENT_POINTS)
+    diag["disentanglement"] = found.to_dict()
+    return {**found.metrics, "disentanglement_num_test": found.num_data}
 
 
 def scored_covariates(ae, test: Data) -> dict[str, list[str]]:

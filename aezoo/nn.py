@@ -276,3 +276,68 @@ class GCN(nn.Module):
             if i < len(self.layers) - 1:
                 h = self.act(h)
         return h
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A convolution that sees only the positions before the centre in raster order (PixelCNN's masks).
+
+    Mask ``"A"`` hides the centre itself (the first layer, over the inputs), mask ``"B"`` keeps it (later
+    layers, whose centre already holds only the past); both hide the rows below and the rest of the
+    centre row. Shapes ``(N, C_in, H, W) -> (N, C_out, H, W)`` (odd kernel, "same" padding).
+
+    References:
+        1. Pixel Recurrent Neural Networks, van den Oord, Kalchbrenner & Kavukcuoglu, arXiv:1601.06759.
+
+    Raises:
+        ValueError: a mask other than ``"A"``/``"B"`` or an even kernel size.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, mask: str) -> None:
+        if mask not in ("A", "B") or kernel_size % 2 == 0:
+            raise ValueError(f"a masked convolution needs mask 'A' or 'B' and an odd kernel, got {mask!r}, "
+                             f"{kernel_size}")
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        keep = torch.ones(kernel_size, kernel_size)
+        c = kernel_size // 2
+        keep[c, c + (mask == "B"):] = 0
+        keep[c + 1:] = 0
+        self.register_buffer("mask", keep, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+
+class PixelCNN(nn.Module):
+    """An autoregressive network over a grid of ``K`` categories: ``logits[p]`` depends on ``codes[< p]`` only.
+
+    An embedding of the codes, one 7x7 mask-``A`` convolution, ``layers`` gated residual blocks (a 3x3
+    mask-``B`` convolution to ``2 C`` channels, ``tanh(a) * sigmoid(b)``, a 1x1 convolution, added to the
+    input; the gated units of "Conditional Image Generation with PixelCNN Decoders", van den Oord et al.,
+    arXiv:1606.05328, on a single stack, so with the blind spot of [1] above-right of each position) and a
+    1x1 head to ``K`` logits. Raster order: row by row, left to right.
+
+    Args:
+        num_codes: ``K``. channels: ``C``. layers: gated blocks (>= 0).
+
+    Shapes: ``forward(codes)`` with codes ``(..., H, W)`` int64 in ``[0, K)`` gives logits ``(..., H, W, K)``.
+
+    References:
+        1. Pixel Recurrent Neural Networks, van den Oord, Kalchbrenner & Kavukcuoglu, arXiv:1601.06759.
+    """
+
+    def __init__(self, num_codes: int, channels: int = 64, layers: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(num_codes, channels)
+        self.first = MaskedConv2d(channels, channels, 7, "A")
+        self.gates = nn.ModuleList(MaskedConv2d(channels, 2 * channels, 3, "B") for _ in range(layers))
+        self.mixes = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(layers))
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(),
+                                  nn.Conv2d(channels, num_codes, 1))
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        lead, (h, w) = codes.shape[:-2], codes.shape[-2:]
+        out = self.first(self.embed(codes.reshape(-1, h, w)).permute(0, 3, 1, 2))
+        for gate, mix in zip(self.gates, self.mixes):
+            a, b = gate(out).chunk(2, dim=1)
+            out = out + mix(torch.tanh(a) * torch.sigmoid(b))
+        return self.head(out).permute(0, 2, 3, 1).reshape(*lead, h, w, -1)

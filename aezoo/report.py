@@ -38,6 +38,16 @@ LABELS: dict[str, tuple[str, str, str]] = {
     "inference_gap": ("inference gap log p(x) - ELBO", "nats per datum", ".2f"),
     "test_reconstruction": ("test reconstruction log p(x | encoder(x))", "nats per datum", ".2f"),
     "test_accuracy": ("test accuracy", "", "%"),
+    "mig": ("mutual information gap (MIG, 0-1)", "", ".3f"),
+    "sap": ("separated attribute predictability (SAP, chance-adjusted)", "", ".3f"),
+    "dci_disentanglement": ("DCI disentanglement", "", ".3f"),
+    "dci_completeness": ("DCI completeness", "", ".3f"),
+    "dci_informativeness": ("DCI informativeness (held-out R^2)", "", ".3f"),
+    "factorvae_score": ("FactorVAE score (majority-vote accuracy)", "", ".3f"),
+    "infomec_modularity": ("InfoM modularity", "", ".3f"),
+    "infomec_compactness": ("InfoC compactness", "", ".3f"),
+    "infomec_explicitness": ("InfoE explicitness", "", ".3f"),
+    "disentanglement_num_test": ("test points of the disentanglement metrics", "", ""),
     "test_log_predictive": ("test posterior predictive log p(x | data)", "nats per datum", ".2f"),
     "test_squared_error": ("test squared error of the predictive mean", "", ".4g"),
     "active_units": ("active units per site", "", ""),
@@ -211,7 +221,7 @@ def _base64(path: Path) -> str:
 
 
 def _latent(latent: dict[str, Any]) -> dict[str, Any]:
-    keep = ("active_units", "num_units", "collapsed", "mutual_information", "mutual_information_se",
+    keep = ("active_units", "num_units", "dead_units", "collapsed", "mutual_information", "mutual_information_se",
             "mutual_information_upper_bound")
     return {k: latent[k] for k in keep if k in latent}
 

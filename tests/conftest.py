@@ -31,6 +31,12 @@ SMALL_CONFIGS: dict[str, dict] = {
     "mvae": {"x_dim": 12, "x2_dim": 10, "num_classes": 3, "z_dim": 2, "hidden_dims": (8,)},
     **{name: {"num_nodes": 6, "z_dim": 2, "hidden_dims": (4,)} for name in ("vgae", "gae")},  # graphs (B, 6, 6)
     "dmm": {"x_dim": 6, "z_dim": 2, "emission_dim": 8, "transition_dim": 8, "rnn_dim": 8, "seq_len": 5},
+    "gumbel_vae": {"x_dim": 12, "num_latents": 2, "num_classes": 3, "hidden_dims": (8,)},
+    "joint_vae": {**_SMALL_VAE, "num_discrete": 2, "num_classes": 3},
+    "vq_vae": {"x_dim": 16, "image_shape": (4, 4), "channels": (4,), "code_dim": 3, "num_codes": 5,
+               "prior_channels": 4, "prior_layers": 1},  # a 2 x 2 code grid
+    "qlae": {**_SMALL_VAE, "num_values": 4},
+    "k_sparse_ae": {"x_dim": 12, "z_dim": 8, "k": 2, "k_start": 6, "k_schedule_epochs": 1},
 }
 # Engine settings for one quick epoch (or a few MCMC draws); only fields an engine has are applied.
 SMALL_ENGINE = {"epochs": 1, "batch_size": 8, "lr": 1e-2, "progress": False,

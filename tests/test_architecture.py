@@ -12,7 +12,7 @@ from pathlib import Path
 import aezoo
 
 ROOT = Path(aezoo.__file__).parent
-GROUND = ("core", "checks", "nn", "likelihoods", "data", "plots", "report")
+GROUND = ("core", "checks", "progress", "nn", "likelihoods", "data", "plots", "report")
 FLOORS: list[tuple[str, ...]] = [
     GROUND,
     ("traces",),  # trace and replay, shared by engines and diagnostics

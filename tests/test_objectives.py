@@ -10,8 +10,9 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from aezoo.inference import ENGINES
-from aezoo.inference.objectives import LatentScale, at_epoch, current_epoch, ramp
+from aezoo.inference.objectives import LatentScale
 from aezoo.inference.terms.capacity import capacity_loss
+from aezoo.progress import at_epoch, current_epoch, ramp
 
 
 @pytest.mark.parametrize("beta", [0.5, 4.0])

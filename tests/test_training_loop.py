@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from aezoo.inference import ENGINES
-from aezoo.inference.objectives import current_epoch
 from aezoo.inference.optim import SCHEDULES
 from aezoo.models import MODELS
+from aezoo.progress import current_epoch
 
 
 def small():

@@ -31,7 +31,7 @@ BINARIZATIONS = ("dynamic", "static", "none")
 STATIC_SEED = 0
 
 
-COVARIATE_KINDS = {"y": "label", "c": "continuous", "mask": "mask", "t": "time"}  # the standard names
+COVARIATE_KINDS = {"y": "label", "c": "continuous", "mask": "mask", "t": "time", "factors": "factor"}  # standard names
 LAYOUTS = ("vectors", "sequences", "graphs")
 
 
@@ -47,10 +47,13 @@ class Dataset:
         image_shape: ``(H, W)`` for image data, else None.
         train_covariates, test_covariates: name -> ``(N, ...)`` / ``(N_test, ...)`` tensors, the
             same names in both, e.g. ``y`` labels, ``c`` conditions, ``mask`` (see ``kinds``).
-        kinds: name -> kind of each covariate (``label``, ``continuous``, ``mask``, ``time``).
+        kinds: name -> kind of each covariate (``label``, ``continuous``, ``mask``, ``time``, ``factor``:
+            ``(N, F)`` int64 indices of known generative factors, which no model consumes and the
+            evaluation scores disentanglement with).
         num_classes: the number of classes of the ``label`` covariates, or None.
         test_truth: the complete test data ``(N_test, ...)`` behind the missing entries (the
             targets of imputation), or None.
+        factor_names: the ``F`` names of the columns of the ``factor`` covariate, or None.
     """
 
     name: str
@@ -63,6 +66,7 @@ class Dataset:
     kinds: dict[str, str] = field(default_factory=dict)
     num_classes: int | None = None
     test_truth: Tensor | None = None
+    factor_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if set(self.train_covariates) != set(self.test_covariates):

@@ -2,10 +2,12 @@
 
 An ``.npz`` holds the array ``x`` ``(N, D_x)`` (or ``(N, T, D_x)`` sequences) and optionally the
 covariates ``y`` (labels, integers ``0 .. num_classes - 1``), ``c`` (continuous conditions
-``(N,)`` or ``(N, D_c)``), ``mask`` (bool, ``x``'s shape, True where observed) and ``t``
-(times), and a scalar ``num_classes``. A test split is taken from ``x_test`` (with ``y_test``,
-``c_test``, ... for each covariate) when the file holds one; otherwise a seeded random fifth of
-the data is held out (at least one datum). Everything is checked before any fitting starts.
+``(N,)`` or ``(N, D_c)``), ``mask`` (bool, ``x``'s shape, True where observed), ``t``
+(times) and ``factors`` (``(N, F)`` non-negative integer indices of known generative factors:
+the evaluation then scores disentanglement), and a scalar ``num_classes``. A test split is
+taken from ``x_test`` (with ``y_test``, ``c_test``, ... for each covariate) when the file holds
+one; otherwise a seeded random fifth of the data is held out (at least one datum). Everything is
+checked before any fitting starts.
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ def _covariate(name: str, t: torch.Tensor, x: torch.Tensor, num_classes: int | N
             raise ValueError(f"labels {name!r} in {path} must lie in {declared}; {int(bad.sum())} do not "
                              f"(e.g. {t[bad][0].item()}); renumber the classes 0 .. K-1")
         return t
+    if kind == "factor":
+        if t.dim() != 2 or t.dtype == torch.bool or t.is_floating_point() and not torch.equal(t, t.round()) \
+                or (t.numel() and t.min() < 0):
+            raise ValueError(f"factors {name!r} in {path} must be non-negative integer indices of shape (N, F), got "
+                             f"{t.dtype} {tuple(t.shape)}")
+        return t.long()
     if kind == "mask":
         if t.dtype != torch.bool or t.shape != x.shape:
             raise ValueError(f"mask {name!r} in {path} must be bool with x's shape {tuple(x.shape)}, got {t.dtype} "

@@ -119,12 +119,13 @@ def run(ae: Autoencoder, data: Data, out_dir: str | Path, cfg: Config = Config()
         plots.histogram(quality.khat[torch.isfinite(quality.khat)], out_dir / "khat.png",
                         "Pareto k-hat of the importance weights", "k-hat", threshold=quality.threshold),
     ]
-    site, codes = _continuous_codes(ae, sub)
+    site, codes, continuous = _codes(ae, sub)
     figures.append(plots.bar(collapse.kl_per_dimension[site], out_dir / "kl_per_dimension.png",
                              f"KL(q || p) per unit of {site}", "nats per datum", threshold=collapse.kl_threshold))
     figures.append(plots.latent_scatter(codes, None if labels is None else labels[: len(sub[0])],
                                         out_dir / "latent_space.png", f"E_q[{site} | x] of test data"))
-    figures.append(_traversal(ae, site, codes, collapse.units[site].variance, sub, out_dir, image_shape))
+    if continuous:
+        figures.append(_traversal(ae, site, codes, collapse.units[site].variance, sub, out_dir, image_shape))
     return {
         "kind": "importance",
         "config": dataclasses.asdict(cfg),
@@ -199,13 +200,15 @@ def _deterministic(ae: Autoencoder, data: Data) -> bool:
     return bool(sites) and all(is_deterministic(fn) for fn in sites.values())
 
 
-def _continuous_codes(ae: Autoencoder, data: Data) -> tuple[str, Tensor]:
-    """The first continuous latent site and its guide means ``(N, D)``: what the latent figures show."""
-    continuous = [n for n, fn in _guide_sites(ae, data).items() if not fn.support.is_discrete]
-    if not continuous:
-        raise ValueError("the latent figures need a continuous latent site")
+def _codes(ae: Autoencoder, data: Data) -> tuple[str, Tensor, bool]:
+    """What the latent figures show: the first continuous latent site (else the first latent site, e.g. the
+    one-hot codes of ``gumbel_vae``, whose means are class probabilities), its guide means ``(N, D)``, and
+    whether it is continuous (only a continuous site is traversed)."""
+    sites = _guide_sites(ae, data)
+    continuous = [n for n, fn in sites.items() if not fn.support.is_discrete]
+    site = (continuous or list(sites))[0]
     means = latent.guide_means(ae, *data)
-    return continuous[0], means[continuous[0]]
+    return site, means[site].reshape(len(data[0]), -1), bool(continuous)
 
 
 def _run_deterministic(ae: Autoencoder, data: Data, sub: Data, out_dir: Path, cfg: Config, labels: Tensor | None,
@@ -217,10 +220,11 @@ def _run_deterministic(ae: Autoencoder, data: Data, sub: Data, out_dir: Path, cf
     checks = ppc.predictive_checks(ae, *sub, num_replicates=cfg.replicates)
     az.save_netcdf(az.to_inference_data(ae, *rows(data, slice(0, cfg.export_points)), num_draws=cfg.export_draws),
                    out_dir / "posterior.nc")
-    site, codes = _continuous_codes(ae, sub)
+    site, codes, continuous = _codes(ae, sub)
     figures = [plots.latent_scatter(codes, None if labels is None else labels[: len(sub[0])],
-                                    out_dir / "latent_space.png", f"encoder({site}) of test data"),
-               _traversal(ae, site, codes, collapse.units[site].variance, sub, out_dir, image_shape)]
+                                    out_dir / "latent_space.png", f"encoder({site}) of test data")]
+    if continuous:
+        figures.append(_traversal(ae, site, codes, collapse.units[site].variance, sub, out_dir, image_shape))
     return {
         "kind": "reconstruction",
         "config": dataclasses.asdict(cfg),
@@ -232,7 +236,8 @@ def _run_deterministic(ae: Autoencoder, data: Data, sub: Data, out_dir: Path, cf
                            "reconstruction_se": (rec.std() / len(rec) ** 0.5).item() if len(rec) > 1 else nan},
         "bounds": {},
         "elbo_decomposition": {"reconstruction": rec.mean().item()},
-        "latent": collapse.to_dict(),
+        # dead units: exactly 0 on every datum, i.e. never selected by a sparse encoder (k_sparse_ae's top k)
+        "latent": {**collapse.to_dict(), "dead_units": {site: int((codes == 0).all(0).sum())}},
         "guide_quality": {"share_above": nan},
         "predictive_checks": checks.to_dict(),
         "figures": [p.name for p in figures] + ["posterior.nc"],

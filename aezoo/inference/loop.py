@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from aezoo.checks import integer, positive
 from aezoo.core import Autoencoder, FitResult, atomic_torch_save, check_lengths, load_checkpoint, rows, to_device
-from aezoo.inference.objectives import at_epoch
 from aezoo.inference.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
 from aezoo.inference.validation import Validation
+from aezoo.progress import at_epoch
 
 
 class Diverged(FloatingPointError):

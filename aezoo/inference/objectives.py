@@ -10,10 +10,11 @@ term of a Wasserstein autoencoder. ``SiteRecorder`` keeps the last message of on
 an engine can add sample-based penalties (:mod:`aezoo.inference.penalties`) on the same draws.
 
 Schedules read the training progress ``e`` (epochs done, fractional within an epoch) that the
-shared loop publishes with :func:`at_epoch` around every step; outside a fit (``current_epoch()``
-is ``None``) every schedule is finished, so a loss evaluated there is the target objective.
-:func:`ramp` is the linear schedule ``min(1, e / E)`` of KL warm-up [1, 2] and of the capacity
-``C`` [3] (the terms :mod:`aezoo.inference.terms.warmup` and :mod:`aezoo.inference.terms.capacity`).
+shared loop publishes with :func:`aezoo.progress.at_epoch` around every step; outside a fit
+(``current_epoch()`` is ``None``) every schedule is finished, so a loss evaluated there is the
+target objective. :func:`aezoo.progress.ramp` is the linear schedule ``min(1, e / E)`` of KL
+warm-up [1, 2] and of the capacity ``C`` [3] (the terms :mod:`aezoo.inference.terms.warmup` and
+:mod:`aezoo.inference.terms.capacity`).
 :func:`elbo_terms` splits the ELBO per datum into ``E_q[log p(x | z)]`` and
 ``KL(q(z | x) || p(z))`` on one set of draws.
 
@@ -25,18 +26,12 @@ References:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Iterator
-
 import torch
 from pyro.poutine.messenger import Messenger
 from torch import Tensor
 from torch.distributions import kl_divergence
 
 from aezoo.traces import Traces
-
-_EPOCH: ContextVar[float | None] = ContextVar("aezoo_epoch", default=None)
 
 
 class LatentScale(Messenger):
@@ -88,29 +83,6 @@ class SiteRecorder(Messenger):
             self.msg = msg
 
 
-@contextmanager
-def at_epoch(epoch: float) -> Iterator[None]:
-    """Publish the training progress ``epoch`` (epochs done, e.g. ``2.5``) to schedules inside the block."""
-    token = _EPOCH.set(float(epoch))
-    try:
-        yield
-    finally:
-        _EPOCH.reset(token)
-
-
-def current_epoch() -> float | None:
-    """The progress set by the innermost :func:`at_epoch`, or ``None`` outside a fit."""
-    return _EPOCH.get()
-
-
-def ramp(epochs: float) -> float:
-    """``min(1, e / epochs)`` at the current progress ``e``; 1 for ``epochs = 0`` or outside a fit."""
-    epoch = current_epoch()
-    if epochs <= 0 or epoch is None:
-        return 1.0
-    return min(1.0, max(epoch, 0.0) / epochs)
-
-
 def elbo_terms(tr: Traces, analytic_kl: bool = True) -> tuple[Tensor, Tensor]:
     """Per-datum reconstruction and KL terms of a guide/model trace pair, on the same draws.
 
@@ -124,7 +96,14 @@ def elbo_terms(tr: Traces, analytic_kl: bool = True) -> tuple[Tensor, Tensor]:
         ``rec`` and ``kl``, each ``(K, B)`` in nats: ``log p(x_b | z)`` summed over observed sites and
         ``KL(q(z | x_b) || p(z))`` summed over latent sites; masks applied, plate scales ignored.
     """
-    kls = []
+    kls = list(site_kls(tr, analytic_kl).values())
+    kl = sum(kls[1:], kls[0]) if kls else torch.zeros(tr.num_particles, tr.batch_size, device=tr.device)
+    return tr.log_prob(tr.model, tr.observed), kl
+
+
+def site_kls(tr: Traces, analytic_kl: bool = True) -> dict[str, Tensor]:
+    """The KL term of each latent site, name -> ``(K, B)`` nats, as :func:`elbo_terms` sums them."""
+    kls = {}
     for name in tr.latent:
         q, p = tr.guide.nodes[name], tr.model.nodes[name]
         term = None
@@ -136,6 +115,5 @@ def elbo_terms(tr: Traces, analytic_kl: bool = True) -> tuple[Tensor, Tensor]:
         if term is None:
             term = q["fn"].log_prob(q["value"]) - p["fn"].log_prob(p["value"])
         term = term.expand(torch.broadcast_shapes(term.shape, q["fn"].batch_shape))
-        kls.append(tr.per_datum(tr.masked(term, q), name, q).sum(-1))
-    kl = sum(kls[1:], kls[0]) if kls else torch.zeros(tr.num_particles, tr.batch_size, device=tr.device)
-    return tr.log_prob(tr.model, tr.observed), kl
+        kls[name] = tr.per_datum(tr.masked(term, q), name, q).sum(-1)
+    return kls

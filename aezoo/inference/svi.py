@@ -24,7 +24,8 @@ of :data:`aezoo.inference.terms.TERMS` with its fields set by ``penalty_options`
 * ``"gsnn"``: the GSNN term of the conditional VAE's hybrid objective (Sohn et al. 2015);
 * ``"classification"``: -log q(y | x) on labelled data, the alpha term of M2 (Kingma et al. 2014);
 * ``"modality_subsets"``: the unimodal and random-subset ELBOs of MVAE's sub-sampled training
-  (Wu & Goodman 2018).
+  (Wu & Goodman 2018);
+* ``"vq"``: the codebook and commitment terms of vector-quantized autoencoders (van den Oord et al. 2017).
 
 Pyro's estimator of the ELBO (``elbo``): ``"trace"`` is ``TraceMeanField_ELBO`` with
 ``analytic_kl`` (reparameterised guides only) else ``Trace_ELBO``; ``"tracegraph"`` is
@@ -38,6 +39,13 @@ discrete value, as ``gmvae`` does). ``analytic_kl`` applies to ``"trace"`` only;
 supports neither ``beta != 1``, warm-up, q(z) penalties (terms with a ``site``) nor the capacity
 objective (Pyro's enumeration needs one scale for the sites it sums out together), and the capacity objective
 is computed from its own traces, so it needs ``elbo="trace"``.
+
+Categorical latents stated as one-hot sites can be relaxed (``relaxation``, Jang et al. 2016 [13]):
+``"gumbel_softmax"`` or ``"straight_through"`` makes every one-hot latent site of model and guide a
+Gumbel-softmax at the temperature its schedule gives (``relaxation_options``, the fields of
+:class:`aezoo.inference.terms.temperature.Relaxation`: ``temperature``, ``rate``, ``every``,
+``initial``), while the analytic KL stays the categorical one; the capacity objective can give
+sites capacities of their own (``capacity_sites``, ``"site=C_max:epochs"`` texts; JointVAE [14]).
 
 ``loss`` (and so ``FitResult.losses``) is the negative of that objective in nats per datum, at
 the schedule's values of each step (so warm-up epochs do not record the ELBO);
@@ -59,11 +67,15 @@ References:
     11. Gradient Estimation Using Stochastic Computation Graphs, Schulman, Heess, Weber & Abbeel,
         arXiv:1506.05254.
     12. Tensor Variable Elimination for Plated Factor Graphs, Obermeyer et al., arXiv:1902.03210.
+    13. Categorical Reparameterization with Gumbel-Softmax, Jang, Gu & Poole, arXiv:1611.01144.
+    14. Learning Disentangled Joint Continuous and Discrete Representations, Dupont, arXiv:1804.00104.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -77,10 +89,16 @@ from aezoo.inference.loop import GradientEngine
 from aezoo.inference.objectives import SiteRecorder, latent_weight
 from aezoo.inference.terms import Term, make_term
 from aezoo.inference.terms.capacity import Capacity
+from aezoo.inference.terms.temperature import Relaxation, make_relaxation
 from aezoo.inference.terms.warmup import KLWarmup
 from aezoo.traces import guide_sites, max_plate_nesting
 
 ELBOS = ("trace", "tracegraph", "traceenum")
+
+
+@functools.lru_cache(maxsize=64)
+def _relaxation(name: str, options: tuple[str, ...]) -> Relaxation:
+    return make_relaxation(name, options)
 
 
 @functools.lru_cache(maxsize=64)
@@ -106,6 +124,9 @@ class SVI(GradientEngine):
         gamma: weight (> 0) of ``|KL - C|`` in the capacity objective (1000 in Burgess et al.).
         elbo: Pyro's ELBO estimator, ``"trace"``, ``"tracegraph"`` (score function, Rao-Blackwellised)
             or ``"traceenum"`` (discrete guide sites enumerated exactly); see the module docstring.
+        relaxation: ``None``, ``"gumbel_softmax"`` or ``"straight_through"``: relax the one-hot latent sites.
+        relaxation_options: the relaxation's schedule as ``"field=value"`` texts, e.g. ``("rate=1e-5",)``.
+        capacity_sites: ``"site=C_max[:epochs]"`` texts: sites with a capacity of their own.
     """
 
     num_particles: int = 1
@@ -119,6 +140,9 @@ class SVI(GradientEngine):
     capacity_epochs: int = 0
     gamma: float = 1000.0
     elbo: str = "trace"
+    relaxation: str | None = None
+    relaxation_options: tuple[str, ...] = ()
+    capacity_sites: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -126,9 +150,9 @@ class SVI(GradientEngine):
         if not self.beta >= 0:
             raise ValueError(f"beta must be non-negative, got {self.beta}")
         KLWarmup(self.kl_warmup_epochs)  # validates
-        if self.capacity_max is None:
+        if self.capacity_max is None and not self.capacity_sites:
             if self.capacity_epochs or self.gamma != 1000.0:
-                raise ValueError("capacity_epochs and gamma apply only with capacity_max set")
+                raise ValueError("capacity_epochs and gamma apply only with capacity_max (or capacity_sites) set")
         else:
             self.capacity_term()  # validates
             if self.beta != 1.0 or self.kl_warmup_epochs:
@@ -140,7 +164,12 @@ class SVI(GradientEngine):
             raise ValueError(f"penalty_weight must be non-negative, got {self.penalty_weight}")
         if self.elbo not in ELBOS:
             raise ValueError(f"unknown elbo {self.elbo!r}; choose one of {ELBOS}")
-        if self.elbo != "trace" and self.capacity_max is not None:
+        if self.relaxation is None and self.relaxation_options:
+            raise ValueError("relaxation_options apply only with a relaxation set")
+        relaxation = self.relaxation_term()
+        if relaxation is not None and self.elbo == "traceenum":
+            raise ValueError("elbo='traceenum' sums discrete sites out exactly; it takes no relaxation")
+        if self.elbo != "trace" and self.capacity_term() is not None:
             raise ValueError(f"the capacity objective computes its own KL terms; it needs elbo='trace', "
                              f"not {self.elbo!r}")
         term = self.penalty_term()
@@ -154,10 +183,21 @@ class SVI(GradientEngine):
         return _term(self.penalty, self.penalty_options)
 
     def capacity_term(self) -> Capacity | None:
-        """The capacity objective, or None without ``capacity_max``."""
-        if self.capacity_max is None:
+        """The capacity objective, or None without ``capacity_max`` and ``capacity_sites``."""
+        if self.capacity_max is None and not self.capacity_sites:
             return None
-        return Capacity(self.capacity_max, self.capacity_epochs, self.gamma, self.analytic_kl)
+        return Capacity(self.capacity_max, self.capacity_epochs, self.gamma, self.analytic_kl, self.capacity_sites)
+
+    def relaxation_term(self) -> Relaxation | None:
+        """The Gumbel-softmax relaxation named by ``relaxation`` with ``relaxation_options``, or None."""
+        return None if self.relaxation is None else _relaxation(self.relaxation, self.relaxation_options)
+
+    def relaxed(self, num_data: int):
+        """The context relaxing one-hot sites at the scheduled temperature (a no-op without ``relaxation``)."""
+        relaxation = self.relaxation_term()
+        if relaxation is None:
+            return nullcontext()
+        return relaxation.applied(math.ceil(num_data / self.batch_size))
 
     def kl_weight(self) -> float:
         """``beta_e``, the KL weight at the current training progress (``beta`` outside a fit)."""
@@ -168,6 +208,10 @@ class SVI(GradientEngine):
         return self.capacity_term().capacity()
 
     def loss(self, ae: Autoencoder, *batch: Tensor, num_data: int) -> Tensor:
+        with self.relaxed(num_data):
+            return self._loss(ae, *batch, num_data=num_data)
+
+    def _loss(self, ae: Autoencoder, *batch: Tensor, num_data: int) -> Tensor:
         term = self.penalty_term()
         capacity = self.capacity_term()
         if capacity is not None:
@@ -214,7 +258,15 @@ class SVI(GradientEngine):
     def check(self, ae: Autoencoder, *batch: Tensor) -> None:
         """``ValueError`` when the objective's terms do not fit ``ae``: a penalty's site is missing ("does not
         apply"), ``beta = 0`` or a warm-up meets a non-reparameterised guide site, or the capacity
-        objective meets one or a latent outside the ``"data"`` plate."""
+        objective meets one or a latent outside the ``"data"`` plate. With a relaxation, the relaxed sites
+        are checked (and the relaxation needs a one-hot latent site)."""
+        relaxation = self.relaxation_term()
+        if relaxation is not None:
+            relaxation.check(ae, *batch)
+        with self.relaxed(len(batch[0])):
+            self._check(ae, *batch)
+
+    def _check(self, ae: Autoencoder, *batch: Tensor) -> None:
         sites = guide_sites(ae, *batch)
         reparameterised = all(s["fn"].has_rsample for s in sites.values())
         if self.elbo == "trace" and self.analytic_kl and not reparameterised:
@@ -236,7 +288,7 @@ class SVI(GradientEngine):
             raise ValueError("svi with beta=0 needs reparameterised guide sites (rsample): masking the latent "
                              "terms would drop their score-function gradients")
         KLWarmup(self.kl_warmup_epochs).check(ae, *batch)
-        if self.capacity_max is not None:
+        if self.capacity_term() is not None:
             self.capacity_term().check(ae, *batch)
         if self.penalty is not None:
             self.penalty_term().check(ae, *batch)

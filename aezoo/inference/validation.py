@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from aezoo.core import Autoencoder, check_lengths, rows
-from aezoo.inference.objectives import at_epoch
+from aezoo.progress import at_epoch
 
 
 class Validation:

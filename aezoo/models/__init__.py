@@ -27,12 +27,16 @@ from aezoo.models import (
     gmvae,
     gp_vae,
     gppvae,
+    gumbel_vae,
     hvae,
     info_vae,
+    joint_vae,
+    k_sparse_ae,
     linear_gaussian,
     m2,
     markov_gp_vae,
     mvae,
+    qlae,
     sgp_bae,
     svae,
     swae,
@@ -40,12 +44,13 @@ from aezoo.models import (
     vamp_vae,
     vgae,
     vlae,
+    vq_vae,
     wae,
 )
 
 _MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae, bayesian_ae, svae, gp_vae,
                               markov_gp_vae, dmm, gppvae, sgp_bae, cvae, hvae, vamp_vae, m2, vlae, vgae, gae,
-                              mvae]
+                              mvae, vq_vae, qlae, k_sparse_ae, gumbel_vae, joint_vae]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 

@@ -53,11 +53,11 @@ class Term:
         raise NotImplementedError
 
 
-from aezoo.inference.terms import classification, dip, gsnn, mmd, subsets, swd  # noqa: E402  (they subclass Term above)
+from aezoo.inference.terms import classification, dip, gsnn, mmd, subsets, swd, vq  # noqa: E402  (they subclass Term above)
 
 TERMS: dict[str, type[Term]] = {"mmd": mmd.MMD, "swd": swd.SlicedWasserstein, "dip_i": dip.DipI,
                                 "dip_ii": dip.DipII, "gsnn": gsnn.GSNN, "classification": classification.Classification,
-                                "modality_subsets": subsets.ModalitySubsets}
+                                "modality_subsets": subsets.ModalitySubsets, "vq": vq.VQ}
 
 
 def make_term(name: str, options: tuple[str, ...] = ()) -> Term:

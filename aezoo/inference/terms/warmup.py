@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from aezoo.core import Autoencoder
-from aezoo.inference.objectives import ramp
+from aezoo.progress import ramp
 from aezoo.traces import guide_sites
 
 
