@@ -36,6 +36,11 @@ SMALL_CONFIGS: dict[str, dict] = {
     "vq_vae": {"x_dim": 16, "image_shape": (4, 4), "channels": (4,), "code_dim": 3, "num_codes": 5,
                "prior_channels": 4, "prior_layers": 1},  # a 2 x 2 code grid
     "qlae": {**_SMALL_VAE, "num_values": 4},
+    "dae": {**_SMALL_VAE, "noise_scale": 0.5},
+    "cae": _SMALL_VAE,
+    **{name: _SMALL_VAE for name in ("gon", "unscented_ae")},
+    "coupled_vae": _SMALL_VAE,
+    "wae_gan": {**_SMALL_VAE, "critic_dims": (4,)},
     "k_sparse_ae": {"x_dim": 12, "z_dim": 8, "k": 2, "k_start": 6, "k_schedule_epochs": 1},
 }
 # Engine settings for one quick epoch (or a few MCMC draws); only fields an engine has are applied.

@@ -5,6 +5,14 @@ loop does the optimiser, learning-rate schedule and gradient clipping (:mod:`aez
 minibatching with ``num_data`` scaling (optionally stratified into labelled and unlabelled
 data, ``labelled_per_batch``), Adam, seeding, a tqdm progress bar, NaN checks and per-epoch
 checkpoints from which an interrupted fit resumes.
+
+A term with parameters of its own (an adversarial critic, :mod:`aezoo.inference.terms.critic`) is
+trained in alternation: the engine lists it in :meth:`GradientEngine.stepped_terms`, and such a term
+has ``own_parameters(ae)`` (parameters of ``ae`` that the main optimiser leaves out),
+``optimizer(params)`` (its own optimiser, checkpointed with the run) and
+``step(ae, batch, optimizer) -> float`` (one step of its parameters alone on the minibatch, its loss),
+which the loop calls before every step of the autoencoder. The learning-rate schedule and
+``clip_norm`` apply to the main optimiser only.
 """
 
 from __future__ import annotations
@@ -98,6 +106,10 @@ class GradientEngine:
         """Negative objective per datum (nats), averaged over the minibatch; differentiable."""
         raise NotImplementedError
 
+    def stepped_terms(self) -> tuple:
+        """The objective's terms with parameters and an optimiser step of their own (module docstring); none here."""
+        return ()
+
     def check(self, ae: Autoencoder, *data: Tensor) -> None:
         """Raise ``ValueError`` when the engine does not apply to ``ae`` (e.g. needs reparameterised guides)."""
 
@@ -117,7 +129,7 @@ class GradientEngine:
             data: ``x`` ``(N, D_x)`` then the model's covariates ``(N, ...)`` in ``ae.covariates``
                 order; ``None`` for a covariate the data lack (the model samples it or says why not).
             transform: applied to each ``x`` minibatch before use (e.g. dynamic binarization).
-            checkpoint: file written after every epoch (model, optimiser, RNG states, losses); if it
+            checkpoint: file written after every epoch (model, optimisers, RNG states, losses); if it
                 exists, the fit resumes after its last epoch. With ``validation`` the best epoch's model
                 is also kept, in ``<checkpoint stem>.best<suffix>``.
             validation: held-out ``(x, *covariates)``, scored with the engine's loss after every epoch
@@ -132,7 +144,8 @@ class GradientEngine:
             smaller than ``epochs``.
 
         Raises:
-            ValueError: data that do not fit the model, or covariates of another length than ``x``.
+            ValueError: data that do not fit the model, covariates of another length than ``x``, or a checkpoint
+                written by an objective with other stepped terms (another penalty).
             Diverged: the loss or a gradient became NaN or infinite, or the loss grew past the divergence
                 bound (lower ``lr``); no step with a NaN is applied and the checkpoint keeps the last good epoch.
         """
@@ -151,9 +164,13 @@ class GradientEngine:
         order = torch.Generator().manual_seed(self.seed)
         with torch.no_grad():  # warm-up: lazily created parameters exist after it; its loss is the reference
             start_loss = self.loss(ae, *first, num_data=num_data).item()
-        optim = make_optimizer(self.optimizer, ae.parameters(), self.lr, self.weight_decay)
+        stepped = [(term, term.own_parameters(ae)) for term in self.stepped_terms()]
+        owned = {id(p) for _, params in stepped for p in params}
+        params = [p for p in ae.parameters() if id(p) not in owned]  # the terms' own are trained by their steps
+        optim = make_optimizer(self.optimizer, params, self.lr, self.weight_decay)
+        term_optims = [term.optimizer(own) for term, own in stepped]
         schedule = make_schedule(optim, self.lr_schedule, self.epochs, self.lr_decay)
-        losses, seconds, stopped = self._resume(ae, optim, schedule, order, checkpoint, device, val)
+        losses, seconds, stopped = self._resume(ae, optim, schedule, order, checkpoint, device, val, term_optims)
         rates = [self.lr * SCHEDULES[self.lr_schedule](e, self.epochs, self.lr_decay) for e in range(len(losses))]
 
         steps = math.ceil((num_data if strata is None else len(strata[1])) / self._unlabelled_per_batch(strata))
@@ -168,11 +185,12 @@ class GradientEngine:
                 rates.append(optim.param_groups[0]["lr"])  # the rate the optimiser uses in this epoch
                 for step, idx in enumerate(self._batches(num_data, strata, steps, order, device)):
                     with at_epoch(epoch + step / steps):  # training progress, read by schedules (objectives.py)
+                        self._term_steps(ae, stepped, term_optims, data, idx, transform, epoch)
                         loss = self._batch_loss(ae, data, idx, transform, num_data, strata)
                     self._check_step(loss.item(), start_loss, epoch)
                     optim.zero_grad(set_to_none=True)
                     loss.backward()
-                    norm = torch.nn.utils.clip_grad_norm_(ae.parameters(), self.clip_norm or math.inf)
+                    norm = torch.nn.utils.clip_grad_norm_(params, self.clip_norm or math.inf)
                     if not torch.isfinite(norm):
                         self._stop(f"a gradient became NaN or infinite in epoch {epoch + 1} (the step was not "
                                    "applied)")
@@ -189,7 +207,8 @@ class GradientEngine:
                 stopped = val is not None and val.exhausted(self.patience)
                 if checkpoint is not None:
                     _save(checkpoint, ae, optim, schedule, order, losses, seconds, device,
-                          {} if val is None else {**val.state(), "stopped": stopped})
+                          {**({} if val is None else {**val.state(), "stopped": stopped}),
+                           **({"term_optims": [o.state_dict() for o in term_optims]} if term_optims else {})})
                     if best:
                         atomic_torch_save({"model": ae.state_dict(), "epoch": epoch + 1}, best_path(checkpoint))
                 if on_epoch is not None:
@@ -263,6 +282,17 @@ class GradientEngine:
         return [(stream[k * self.labelled_per_batch:(k + 1) * self.labelled_per_batch].to(device), part.to(device))
                 for k, part in enumerate(parts)]
 
+    def _term_steps(self, ae: Autoencoder, stepped: list, optims: list, data: tuple, idx, transform,
+                    epoch: int) -> None:
+        """One step of each stepped term on the minibatch (both strata together); :class:`Diverged` on a NaN loss."""
+        if not stepped:
+            return
+        batch = _transformed(rows(data, torch.cat(idx) if isinstance(idx, tuple) else idx), transform)
+        for (term, _), optim in zip(stepped, optims):
+            value = term.step(ae, batch, optim)
+            if not math.isfinite(value):
+                self._stop(f"the loss of {type(term).__name__}'s own step became {value} in epoch {epoch + 1}")
+
     def _batch_loss(self, ae: Autoencoder, data: tuple, idx, transform, num_data: int,
                     strata: tuple[Tensor, Tensor] | None) -> Tensor:
         """The loss of one minibatch; a stratified one is each stratum's loss weighted by its share of the data."""
@@ -273,17 +303,23 @@ class GradientEngine:
 
     def _resume(self, ae: Autoencoder, optim: torch.optim.Optimizer, schedule, order: torch.Generator,
                 checkpoint: str | Path | None, device: torch.device,
-                val: Validation | None) -> tuple[list[float], float, bool]:
-        """Restore model, optimiser, schedule, validation and RNG states from ``checkpoint`` if it exists;
-        epoch losses, seconds and whether the fit had stopped early."""
+                val: Validation | None, term_optims: list) -> tuple[list[float], float, bool]:
+        """Restore model, optimiser (and the stepped terms' ones), schedule, validation and RNG states from
+        ``checkpoint`` if it exists; epoch losses, seconds and whether the fit had stopped early."""
         if checkpoint is None or not Path(checkpoint).exists():
             return [], 0.0, False
         state = load_checkpoint(checkpoint)
         if len(state["losses"]) > self.epochs:
             raise ValueError(f"checkpoint {checkpoint} already holds {len(state['losses'])} epochs, more than "
                              f"epochs={self.epochs}")
+        saved = state.get("term_optims", [])
+        if len(saved) != len(term_optims):
+            raise ValueError(f"checkpoint {checkpoint} holds {len(saved)} optimisers of stepped terms, but this "
+                             f"engine's objective has {len(term_optims)}: it was written by another objective")
         ae.load_state_dict(state["model"])
         optim.load_state_dict(state["optim"])
+        for term_optim, term_state in zip(term_optims, saved):
+            term_optim.load_state_dict(term_state)
         if "schedule" in state:
             schedule.load_state_dict(state["schedule"])
         else:  # a checkpoint from before schedules: constant rate, one step per epoch done

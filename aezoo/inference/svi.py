@@ -182,6 +182,11 @@ class SVI(GradientEngine):
         """The penalty object named by ``penalty`` with ``penalty_options``, or None (built once per engine)."""
         return _term(self.penalty, self.penalty_options)
 
+    def stepped_terms(self) -> tuple[Term, ...]:
+        """The penalty when it has parameters and an optimiser step of its own (the ``critic``), for the loop."""
+        term = self.penalty_term()
+        return (term,) if term is not None and hasattr(term, "step") and hasattr(term, "own_parameters") else ()
+
     def capacity_term(self) -> Capacity | None:
         """The capacity objective, or None without ``capacity_max`` and ``capacity_sites``."""
         if self.capacity_max is None and not self.capacity_sites:

@@ -21,10 +21,14 @@ import torch
 from aezoo.core import CHECKPOINT_FILE, CONFIG_FILE, Autoencoder, config_from_dict, load_checkpoint
 from aezoo.models import (
     bayesian_ae,
+    cae,
+    coupled_vae,
     cvae,
+    dae,
     dmm,
     gae,
     gmvae,
+    gon,
     gp_vae,
     gppvae,
     gumbel_vae,
@@ -40,17 +44,21 @@ from aezoo.models import (
     sgp_bae,
     svae,
     swae,
+    unscented_ae,
     vae,
     vamp_vae,
     vgae,
     vlae,
     vq_vae,
     wae,
+    wae_gan,
 )
 
 _MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae, bayesian_ae, svae, gp_vae,
                               markov_gp_vae, dmm, gppvae, sgp_bae, cvae, hvae, vamp_vae, m2, vlae, vgae, gae,
-                              mvae, vq_vae, qlae, k_sparse_ae, gumbel_vae, joint_vae]
+                              mvae, vq_vae, qlae, k_sparse_ae, gumbel_vae, joint_vae, dae, cae,
+                              coupled_vae, wae_gan,
+                              gon, unscented_ae]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 

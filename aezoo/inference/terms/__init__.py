@@ -8,6 +8,10 @@ picks the term and sets its fields. The KL schedule terms :class:`~aezoo.inferen
 and :class:`~aezoo.inference.terms.capacity.Capacity` change the ELBO's KL part instead; the
 ``svi`` engine builds them from its ``kl_warmup_epochs`` and ``capacity_*`` fields.
 
+A term with parameters of its own (``critic``, WAE-GAN's discriminator) also has ``own_parameters``,
+``optimizer`` and ``step``: the shared loop trains those parameters apart, in alternation
+(:mod:`aezoo.inference.loop`).
+
 Adding a term is one new file here (a frozen dataclass subclassing :class:`Term` with ``check``,
 ``__call__`` and a docstring citing its paper) plus one line in :data:`TERMS`.
 """
@@ -53,11 +57,26 @@ class Term:
         raise NotImplementedError
 
 
-from aezoo.inference.terms import classification, dip, gsnn, mmd, subsets, swd, vq  # noqa: E402  (they subclass Term above)
+from aezoo.inference.terms import (  # noqa: E402  (they subclass Term above)
+    classification,
+    contractive,
+    critic,
+    dip,
+    frechet,
+    gsnn,
+    mmd,
+    sinkhorn,
+    subsets,
+    swd,
+    vq,
+)
 
 TERMS: dict[str, type[Term]] = {"mmd": mmd.MMD, "swd": swd.SlicedWasserstein, "dip_i": dip.DipI,
                                 "dip_ii": dip.DipII, "gsnn": gsnn.GSNN, "classification": classification.Classification,
-                                "modality_subsets": subsets.ModalitySubsets, "vq": vq.VQ}
+                                "modality_subsets": subsets.ModalitySubsets, "vq": vq.VQ,
+                                "contractive": contractive.Contractive,
+                                "sinkhorn": sinkhorn.Sinkhorn, "critic": critic.Critic,
+                                "frechet": frechet.Frechet}
 
 
 def make_term(name: str, options: tuple[str, ...] = ()) -> Term:
