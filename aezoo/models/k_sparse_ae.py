@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from aezoo.checks import check_sizes, integer
 from aezoo.core import Autoencoder
+from aezoo.guides.delta import AmortizedDelta
 from aezoo.likelihoods import LIKELIHOODS, check_x, x_dist
 from aezoo.progress import ramp
 
@@ -110,23 +111,18 @@ def dead_latents(codes: Tensor) -> Tensor:
     return (codes == 0).all(0)
 
 
-class Guide(PyroModule):
+class Guide(AmortizedDelta):
     """q(z | x) = delta(z - supp_k(W x + b)) with k from :meth:`Config.current_k`; see the module docstring."""
 
     def __init__(self, cfg: Config) -> None:
-        super().__init__()
+        super().__init__("z", nn.Linear(cfg.x_dim, cfg.z_dim))
         self.cfg = cfg
-        self.encoder = nn.Linear(cfg.x_dim, cfg.z_dim)
 
     def encode(self, x: Tensor, alpha: float = 1.0) -> Tensor:
         """The sparse code ``(B, H)`` keeping ``min(H, round(alpha k))`` units (``alpha >= 1``; 1 in training)."""
         if not alpha >= 1:
             raise ValueError(f"alpha must be at least 1, got {alpha}")
         return keep_top_k(self.encoder(x), min(self.cfg.z_dim, math.floor(alpha * self.cfg.current_k() + 0.5)))
-
-    def forward(self, x: Tensor, num_data: int | None = None) -> Tensor:
-        with pyro.plate("data", num_data or len(x), subsample=x):
-            return pyro.sample("z", dist.Delta(self.encode(x)).to_event(1))
 
 
 class Model(PyroModule):
