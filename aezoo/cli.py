@@ -15,7 +15,7 @@ from aezoo import runs
 from aezoo.catalogue import applicable
 from aezoo.checks import integer
 from aezoo.core import key_values
-from aezoo.inference import ENGINES
+from aezoo.inference import ENGINES, distributed
 from aezoo.models import MODELS
 from aezoo.report import verdicts
 
@@ -63,6 +63,12 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--mlflow", metavar="URI", help="also log the run to this MLflow tracking URI (pip install "
                                                     "'aezoo[mlflow]')")
     f.add_argument("--no-progress", action="store_true")
+    f.add_argument("--amp", action="store_true", help="mixed precision: the networks compute in bfloat16 (float16 "
+                                                      "with loss scaling on older GPUs), likelihoods in float32")
+    f.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over the processes torchrun starts (gloo on cpu, NCCL on cuda, one "
+                        "GPU each); --batch-size is per process: torchrun --nproc_per_node=N -m aezoo fit ... "
+                        "--distributed")
 
     c = sub.add_parser("compare", help="settings that differ, metrics and paired differences of run folders",
                        formatter_class=defaults)
@@ -91,13 +97,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"page: {comparison.write_html(result, args.html)}")
             return 0
         if args.command == "fit":
-            out = runs.fit(
-                args.model, args.data, args.engine, out=args.out, seed=args.seed, device=args.device,
-                settings=_settings(args.set), binarize=args.binarize, train_size=args.train_size,
-                test_size=args.test_size, num_particles=args.num_particles, labels=args.labels,
-                progress=not args.no_progress, eval_mode=args.eval_mode, val_size=args.val_size, mlflow=args.mlflow,
-                epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            )
+            device = distributed.init(args.device) if args.distributed else args.device
+            try:
+                out = runs.fit(
+                    args.model, args.data, args.engine, out=args.out, seed=args.seed, device=device,
+                    settings=_settings(args.set), binarize=args.binarize, train_size=args.train_size,
+                    test_size=args.test_size, num_particles=args.num_particles, labels=args.labels,
+                    progress=not args.no_progress, eval_mode=args.eval_mode, val_size=args.val_size,
+                    mlflow=args.mlflow, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                    amp=True if args.amp else None,
+                )
+                main_rank = distributed.is_main()  # read before the group is left
+            finally:
+                if args.distributed:
+                    distributed.shutdown()
+            if not main_rank:
+                return 0  # a data-parallel rank > 0: rank 0 evaluates and reports
             if args.eval_mode == "none":
                 print(f"trained; evaluate with: aezoo eval {out} (or --quick)")
                 return 0

@@ -28,7 +28,7 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-COVARIATE_KINDS = ("label", "continuous", "mask", "time", "graph", "factor")
+COVARIATE_KINDS = ("label", "continuous", "mask", "time", "graph", "factor", "index")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,8 @@ class Covariate:
             :attr:`aezoo.data.Dataset.layout` ``"graphs"``); ``factor`` ``(N, F)`` int64 indices of known
             generative factors (``sprites``' ``factors``), kept as integers, read by the disentanglement
             metrics (:mod:`aezoo.diagnostics.disentanglement`), not by a model.
+            ``index`` ``(N,)`` int64, the datum's position in the training set (per-datum guide parameters,
+            ``pv_rnn``'s adaptive vectors); :meth:`aezoo.data.Dataset.arrays` gives ``arange(N)`` when data lack it.
         required: the model raises when it is ``None`` (otherwise it samples it or uses a default).
         doc: what the model does with it, and with ``None``.
     """

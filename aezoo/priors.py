@@ -1,8 +1,10 @@
 """Latent priors shared by several models: the sparse-GP prior over a covariate.
 
-:class:`SparseGPPrior` puts ``M`` inducing points ``c_1..c_M`` on a fixed grid over the covariate
-range and uses a fixed kernel ``k`` from :mod:`pyro.contrib.gp.kernels` (``periodic`` on an angle,
-or ``rbf``)::
+:class:`SparseGPPrior` puts ``M`` inducing points ``c_1..c_M`` on a grid over the covariate range
+and uses a kernel ``k`` from :mod:`pyro.contrib.gp.kernels` (``periodic`` on an angle, or ``rbf``);
+kernel lengthscale, variance and the inducing inputs are fixed unless ``learn`` (then positive
+``PyroParam`` hyper-parameters and free inducing inputs; with ``prior_scale > 0`` LogNormal
+``PyroSample`` hyper-parameters, see :func:`aezoo.sequence.set_hyper`)::
 
     u[:, l] ~ N(0, K_uu + jitter I)  per latent channel l       u: (M, D_z); K_uu = k(c_m, c_m')
     z_b | u ~ N(K_bu K_uu^-1 u, (k_bb - q_bb + noise) I)         z: (B, D_z); c: (B, D_c)
@@ -26,9 +28,9 @@ import pyro.distributions as dist
 import torch
 from pyro.contrib.gp import kernels
 from pyro.nn import PyroModule
-from torch import Tensor
+from torch import Tensor, nn
 
-from aezoo.sequence import TimeMajorMVN
+from aezoo.sequence import HYPERS, TimeMajorMVN, set_hyper
 
 KERNELS = ("periodic", "rbf")
 
@@ -39,17 +41,19 @@ def check_sparse_gp_config(cfg) -> None:
         raise ValueError(f"unknown kernel {cfg.kernel!r}; choose one of {KERNELS}")
     if min(cfg.lengthscale, cfg.variance, cfg.jitter, cfg.noise, cfg.num_inducing) <= 0:
         raise ValueError("lengthscale, variance, jitter, noise and num_inducing must be positive")
+    if not getattr(cfg, "kernel_prior", 0.0) >= 0:
+        raise ValueError(f"kernel_prior (the hyper-parameters' LogNormal scale) must be >= 0, got {cfg.kernel_prior}")
     if not cfg.covariate_range[1] > cfg.covariate_range[0]:
         raise ValueError(f"covariate_range must be increasing, got {cfg.covariate_range}")
 
 
 class SparseGPPrior(PyroModule):
-    """p(u) and the FITC conditional p(z | u, c), with a fixed kernel and a fixed inducing grid."""
+    """p(u) and the FITC conditional p(z | u, c); kernel and inducing grid fixed unless ``learn``."""
 
     def __init__(self, z_dim: int, kernel: str = "periodic", lengthscale: float = 1.0, variance: float = 1.0,
                  num_inducing: int = 16, covariate_dim: int = 1,
                  covariate_range: tuple[float, float] = (0.0, 2 * math.pi), jitter: float = 1e-4,
-                 noise: float = 0.1) -> None:
+                 noise: float = 0.1, learn: bool = False, prior_scale: float = 0.0) -> None:
         super().__init__()
         self.z_dim, self.covariate_dim, self.jitter, self.noise = z_dim, covariate_dim, jitter, noise
         self.covariate_range = tuple(covariate_range)
@@ -61,15 +65,23 @@ class SparseGPPrior(PyroModule):
         else:
             self.kernel = kernels.RBF(covariate_dim, var, ls)
             grid = torch.linspace(lo, hi, num_inducing)
-        self.kernel.requires_grad_(False)
+        if kernel == "periodic":
+            set_hyper(self.kernel, "period", learn=False)  # the covariate's period is known
+        for name in HYPERS:
+            set_hyper(self.kernel, name, learn, prior_scale)
         axes = [grid] * covariate_dim  # M = num_inducing ** covariate_dim
-        self.register_buffer("inducing", torch.cartesian_prod(*axes).reshape(-1, covariate_dim))  # (M, D_c)
+        inducing = torch.cartesian_prod(*axes).reshape(-1, covariate_dim)  # (M, D_c)
+        if learn:
+            self.inducing = nn.Parameter(inducing)
+        else:
+            self.register_buffer("inducing", inducing)
 
     @classmethod
     def from_config(cls, cfg) -> SparseGPPrior:
         """From a model ``Config`` with ``z_dim`` and the fields checked by :func:`check_sparse_gp_config`."""
         return cls(cfg.z_dim, cfg.kernel, cfg.lengthscale, cfg.variance, cfg.num_inducing, cfg.covariate_dim,
-                   cfg.covariate_range, cfg.jitter, cfg.noise)
+                   cfg.covariate_range, cfg.jitter, cfg.noise, getattr(cfg, "learn_kernel", False),
+                   getattr(cfg, "kernel_prior", 0.0))
 
     def covariates(self, x: Tensor, c: Tensor | None) -> Tensor:
         """``c`` as ``(B, D_c)``; ``ValueError`` naming the covariate when it is None."""
@@ -110,8 +122,13 @@ class SparseGPPrior(PyroModule):
         """p(z | u) for ``u`` ``(..., M, D_z)`` and ``c`` ``(B, D_c)``: batch shape ``(..., B)``, event ``(D_z,)``."""
         if u.dim() > 2:  # under outer plates (particles) u is (..., 1, M, D_z): 1 is the data plate's slot
             u = u.squeeze(-3)
+        A, var = self.projection(c, tril)
+        loc = A.transpose(-1, -2) @ u  # (..., B, D_z)
+        return dist.Normal(loc, var.sqrt().unsqueeze(-1)).to_event(1)
+
+    def projection(self, c: Tensor, tril: Tensor) -> tuple[Tensor, Tensor]:
+        """``(A, var)``: ``A = K_uu^-1 K_ub`` ``(M, B)`` and the conditional variance ``k_bb - q_bb + noise``
+        ``(B,)`` at covariates ``c`` ``(B, D_c)``, with ``tril`` from :meth:`u_tril`."""
         K_ub = self.kernel(self.inducing, c)  # (M, B)
         A = torch.cholesky_solve(K_ub, tril)  # K_uu^-1 K_ub: (M, B)
-        loc = A.transpose(-1, -2) @ u  # (..., B, D_z)
-        var = (self.kernel(c, diag=True) - (K_ub * A).sum(0)).clamp_min(0) + self.noise  # (B,)
-        return dist.Normal(loc, var.sqrt().unsqueeze(-1)).to_event(1)
+        return A, (self.kernel(c, diag=True) - (K_ub * A).sum(0)).clamp_min(0) + self.noise

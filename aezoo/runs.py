@@ -45,7 +45,7 @@ from aezoo.core import (
     to_device,
 )
 from aezoo.evaluations import SAMPLES_FILE
-from aezoo.inference import ENGINES
+from aezoo.inference import ENGINES, distributed
 from aezoo.inference.mcmc import McmcEngine
 from aezoo.models import MODELS, load
 from aezoo.tracking import flat_config, hparams, import_mlflow, log_mlflow, scalars, tensorboard
@@ -118,7 +118,10 @@ def fit(
             logged there too (needs ``pip install 'aezoo[mlflow]'``; see :func:`log_mlflow`).
         eval_mode: ``"full"`` (the suite with ``num_particles`` on the whole test split), ``"quick"``
             (K = 500 on at most 500 test points, in a subfolder; see :func:`evaluate`) or ``"none"``.
-        engine_fields: engine fields set directly (``epochs``, ``batch_size``, ``lr``); None is ignored.
+        engine_fields: engine fields set directly (``epochs``, ``batch_size``, ``lr``, ``amp``); None is ignored.
+
+    Inside a ``torchrun`` process group (:mod:`aezoo.inference.distributed`) every rank trains its share and
+    rank 0 alone writes the run folder and evaluates; the other ranks return after training.
 
     Returns:
         The run folder.
@@ -167,6 +170,11 @@ def fit(
         "seed": seed,
         "eval": {"num_particles": num_particles},
     }
+    if distributed.active() and isinstance(engine_obj, McmcEngine):
+        raise ValueError(f"--distributed applies to the gradient engines, not {engine}")
+    if not distributed.is_main():  # a data-parallel rank > 0: train its share; rank 0 writes the folder
+        engine_obj.fit(ae, *train, transform=dataset.transform, checkpoint=out / CHECKPOINT_FILE, validation=val)
+        return out
     _claim(out, config, engine_obj)
     with locked(out):
         atomic_write_text(out / CONFIG_FILE, json.dumps({**config, "device": device, "versions": versions()},

@@ -13,6 +13,10 @@ Priors over ``z`` (each channel ``d`` a time series ``z[:, d]``):
 - :func:`dense_gp_prior`: the same kind of GP with the dense ``(T, T)`` kernel matrix from
   :mod:`pyro.contrib.gp.kernels` (cost cubic in ``T``), as a :class:`TimeMajorMVN`.
 
+GP hyper-parameters (:func:`set_hyper`) are fixed buffers, positive ``PyroParam`` point estimates
+(trained by the ELBO), or ``PyroSample`` global latents with LogNormal priors, which
+:class:`HyperMAP` gives Delta (MAP) guide sites; :func:`matern_ssm` is differentiable in them.
+
 References:
     1. Kalman filtering and smoothing solutions to temporal Gaussian process regression models,
        Hartikainen & Saerkkae, MLSP 2010.
@@ -27,9 +31,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from pyro import poutine
 from pyro.contrib.gp import kernels
 from pyro.distributions.torch_distribution import TorchDistribution
-from pyro.nn import PyroModule
+from pyro.nn import PyroModule, PyroParam, PyroSample
 from torch import Tensor, nn
 from torch.distributions import constraints
 from torch.distributions.kl import kl_divergence, register_kl
@@ -44,12 +49,18 @@ KERNELS = ("cauchy", "rbf", "matern12", "matern32", "matern52")
 # -- Matern state-space form -----------------------------------------------------------------------
 
 
-def matern_ssm(nu: float, lengthscale: float, variance: float, dt: float = 1.0,
+def _matrix(rows: list[list[Tensor]]) -> Tensor:
+    return torch.stack([torch.stack(row) for row in rows])
+
+
+def matern_ssm(nu: float, lengthscale: float | Tensor, variance: float | Tensor, dt: float = 1.0,
                dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor]:
     """The exact discrete-time state-space form of a Matern GP with unit output row [1].
 
     State ``s = (f, f', ...)`` of size ``S = nu + 1/2``: ``s_{t+1} = A s_t + N(0, Q)``,
     ``f_t = s_t[0]``, stationary covariance ``P``; then ``Cov(f_t, f_{t+k}) = k_nu(k dt)``.
+    ``lengthscale`` (in units of ``dt``) and ``variance`` may be scalar tensors: the matrices are
+    differentiable in them (built with torch ops, ``expm`` by ``torch.linalg.matrix_exp`` in float64).
 
     Returns:
         ``(A, Q, P)``, each ``(S, S)``: ``A = expm(F dt)``, ``Q = P - A P A^T``.
@@ -57,18 +68,20 @@ def matern_ssm(nu: float, lengthscale: float, variance: float, dt: float = 1.0,
     Raises:
         ValueError: ``nu`` not in :data:`MATERN_NUS`.
     """
-    lam = math.sqrt(2 * nu) / lengthscale
+    ell = torch.as_tensor(lengthscale, dtype=torch.float64).reshape(())
+    var = torch.as_tensor(variance, dtype=torch.float64).reshape(()).to(ell.device)
+    lam, zero = math.sqrt(2 * nu) / ell, ell.new_zeros(())
     if nu == 0.5:
-        Fc, P = [[-lam]], [[variance]]
+        Fc, P = _matrix([[-lam]]), _matrix([[var]])
     elif nu == 1.5:
-        Fc, P = [[0.0, 1.0], [-lam**2, -2 * lam]], [[variance, 0.0], [0.0, lam**2 * variance]]
+        Fc = _matrix([[zero, zero + 1], [-lam**2, -2 * lam]])
+        P = _matrix([[var, zero], [zero, lam**2 * var]])
     elif nu == 2.5:
-        k = lam**2 * variance / 3
-        Fc = [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [-lam**3, -3 * lam**2, -3 * lam]]
-        P = [[variance, 0.0, -k], [0.0, k, 0.0], [-k, 0.0, lam**4 * variance]]
+        k = lam**2 * var / 3
+        Fc = _matrix([[zero, zero + 1, zero], [zero, zero, zero + 1], [-lam**3, -3 * lam**2, -3 * lam]])
+        P = _matrix([[var, zero, -k], [zero, k, zero], [-k, zero, lam**4 * var]])
     else:
         raise ValueError(f"nu must be one of {MATERN_NUS}, got {nu}")
-    Fc, P = torch.tensor(Fc, dtype=torch.float64), torch.tensor(P, dtype=torch.float64)
     A = torch.linalg.matrix_exp(Fc * dt)
     Q = P - A @ P @ A.T
     return A.to(dtype), ((Q + Q.T) / 2).to(dtype), P.to(dtype)
@@ -89,8 +102,8 @@ def lds_prior(T: int, A: Tensor, Q: Tensor, C: Tensor, R: Tensor, P0: Tensor) ->
                             C.T, dist.MultivariateNormal(zeros_z, R), duration=T)
 
 
-def matern_prior(T: int, z_dim: int, nu: float, lengthscale: float, variance: float, jitter: float,
-                 like: Tensor) -> dist.GaussianHMM:
+def matern_prior(T: int, z_dim: int, nu: float, lengthscale: float | Tensor, variance: float | Tensor,
+                 jitter: float, like: Tensor) -> dist.GaussianHMM:
     """Independent Matern GPs (unit time steps) for ``z_dim`` channels plus ``jitter`` white noise.
 
     The state stacks the channels' states (block-diagonal ``A``, ``Q``), so the cost is
@@ -102,22 +115,122 @@ def matern_prior(T: int, z_dim: int, nu: float, lengthscale: float, variance: fl
     return lds_prior(T, torch.kron(eye, A), torch.kron(eye, Q), C, jitter * eye, torch.kron(eye, P))
 
 
-def kernel(name: str, lengthscale: float, variance: float) -> kernels.Isotropy:
-    """A fixed kernel from :mod:`pyro.contrib.gp.kernels` on time (1-d inputs).
+def kernel(name: str, lengthscale: float, variance: float, learn: bool = False,
+           prior_scale: float = 0.0) -> kernels.Isotropy:
+    """A kernel from :mod:`pyro.contrib.gp.kernels` on time (1-d inputs), fixed unless ``learn``.
 
     ``cauchy`` is ``variance / (1 + r^2 / lengthscale^2)`` (GP-VAE's kernel), i.e.
-    ``RationalQuadratic`` with ``scale_mixture = 1`` and lengthscale ``lengthscale / sqrt(2)``.
+    ``RationalQuadratic`` with ``scale_mixture = 1`` (always fixed) and lengthscale
+    ``lengthscale / sqrt(2)``. ``learn`` and ``prior_scale`` act on the lengthscale and the variance
+    as in :func:`set_hyper`.
     """
     if name == "cauchy":
         k = kernels.RationalQuadratic(1, torch.tensor(variance), torch.tensor(lengthscale / math.sqrt(2)),
                                       scale_mixture=torch.tensor(1.0))
+        set_hyper(k, "scale_mixture", learn=False)
     else:
         cls = {"rbf": kernels.RBF, "matern12": kernels.Exponential, "matern32": kernels.Matern32,
                "matern52": kernels.Matern52}.get(name)
         if cls is None:
             raise ValueError(f"unknown kernel {name!r}; choose one of {KERNELS}")
         k = cls(1, torch.tensor(variance), torch.tensor(lengthscale))
-    return k.requires_grad_(False)
+    for hyper in HYPERS:
+        set_hyper(k, hyper, learn, prior_scale)
+    return k
+
+
+# -- GP hyper-parameters: fixed, point estimates, or global latents ----------------------------------
+
+HYPERS = ("lengthscale", "variance")  # the kernel hyper-parameters a Config's learn_kernel acts on
+
+
+def set_hyper(module: PyroModule, name: str, learn: bool, prior_scale: float = 0.0) -> None:
+    """Make the positive scalar ``module.<name>`` fixed, a point estimate, or a global latent.
+
+    * ``learn=False``: a buffer (moves with ``.to()``, saved, no gradient).
+    * ``learn=True, prior_scale=0``: a :class:`~pyro.nn.PyroParam` with a positive constraint
+      (trained by the ELBO; a maximum-likelihood-II point estimate).
+    * ``learn=True, prior_scale>0``: a :class:`~pyro.nn.PyroSample` with prior
+      ``LogNormal(log v0, prior_scale)`` around the current value ``v0``; a latent site named
+      ``module._pyro_get_fullname(name)``, which a guide must sample (:class:`HyperMAP`).
+
+    Raises:
+        ValueError: a negative ``prior_scale``.
+    """
+    if prior_scale < 0:
+        raise ValueError(f"the hyper-parameter prior's scale must be >= 0 (0: no prior), got {prior_scale}")
+    value = getattr(module, name).detach().clone()
+    delattr(module, name)
+    if not learn:
+        module.register_buffer(name, value)
+    elif prior_scale > 0:
+        module.register_buffer(f"{name}_prior_loc", value.log())
+        setattr(module, name, PyroSample(lambda self: dist.LogNormal(getattr(self, f"{name}_prior_loc"),
+                                                                     prior_scale)))
+    else:
+        setattr(module, name, PyroParam(value, constraints.positive))
+
+
+def prior_hypers(model: nn.Module) -> tuple[tuple[str, str], ...]:
+    """``(module path in model, attribute)`` of every hyper-parameter with a prior (:func:`set_hyper`)."""
+    return tuple((path, name[: -len("_prior_loc")]) for path, m in model.named_modules()
+                 for name, _ in m.named_buffers(recurse=False) if name.endswith("_prior_loc"))
+
+
+def draw_hypers(model: nn.Module) -> None:
+    """Read every hyper-parameter with a prior once, so that its site is drawn here (call it outside the
+    ``"data"`` plate, inside the model's call: later reads in the same call reuse the draw)."""
+    for path, name in prior_hypers(model):
+        getattr(model.get_submodule(path), name)
+
+
+class HyperMAP(PyroModule):
+    """A guide wrapper: Delta (MAP) sites for the model's hyper-parameter priors, then ``inner``.
+
+    The hyper-parameters are a few scalars informed by every datum, so their posterior is sharp and
+    a point mass is the usual choice (as ``AutoDelta`` and :mod:`pyro.contrib.gp`'s default
+    autoguide): the bound is then ``E_q[log p(x, z | theta)] + log p(theta) - ...`` at the MAP
+    ``theta`` (no entropy term for ``theta``). The inner guide sees the same values: its reads of
+    the model's hyper-parameters (a guide that evaluates the prior) are conditioned on them and
+    hidden from the trace.
+
+    Args:
+        inner: the guide of the local (and other global) latents, called as ``(x, *covariates, num_data=)``.
+        model: the model; held by its bound ``get_submodule`` only, so its parameters keep their names.
+        hypers: :func:`prior_hypers` of the model.
+    """
+
+    def __init__(self, inner: nn.Module, model: nn.Module, hypers: tuple[tuple[str, str], ...]) -> None:
+        super().__init__()
+        self.inner, self.find, self.hypers = inner, model.get_submodule, hypers
+        for i, (path, name) in enumerate(hypers):
+            init = getattr(self.find(path), f"{name}_prior_loc").exp()
+            setattr(self, f"map{i}", PyroParam(init.clone(), constraints.positive))
+
+    def values(self) -> dict[str, Tensor]:
+        """``{site name: MAP value}``, sampled as Delta sites."""
+        out = {}
+        for i, (path, name) in enumerate(self.hypers):
+            site = self.find(path)._pyro_get_fullname(name)
+            out[site] = pyro.sample(site, dist.Delta(getattr(self, f"map{i}")))
+        return out
+
+    def forward(self, x: Tensor, *covariates: Tensor, num_data: int | None = None):
+        values = self.values()
+        with poutine.block(hide=list(values)), poutine.condition(data=values):
+            return self.inner(x, *covariates, num_data=num_data)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:  # e.g. posterior(x, mask) of the inner guide
+            return getattr(super().__getattr__("inner"), name)
+
+
+def with_hyper_guide(model: nn.Module, guide: nn.Module) -> nn.Module:
+    """``guide`` wrapped in :class:`HyperMAP` when ``model`` has hyper-parameter priors, else ``guide``."""
+    hypers = prior_hypers(model)
+    return HyperMAP(guide, model, hypers) if hypers else guide
 
 
 class TimeMajorMVN(TorchDistribution):
@@ -161,10 +274,20 @@ def _kl_time_major(p: TimeMajorMVN, q: TimeMajorMVN) -> Tensor:
 
 
 def dense_gp_prior(T: int, z_dim: int, k: kernels.Isotropy, jitter: float, like: Tensor) -> TimeMajorMVN:
-    """``z[:, d] ~ N(0, K + jitter I)`` per channel with ``K = k(t, t')``, ``t = 0..T-1``: O(T^3)."""
+    """``z[:, d] ~ N(0, K + jitter I)`` per channel with ``K = k(t, t')``, ``t = 0..T-1``: O(T^3).
+
+    Raises:
+        ValueError: ``K + jitter I`` is not positive definite in ``like``'s precision (long sequences with a
+            long length scale in float32): the message says what to change.
+    """
     t = torch.arange(T, dtype=like.dtype, device=like.device)
     K = k.to(like)(t) + jitter * torch.eye(T, dtype=like.dtype, device=like.device)
-    tril = torch.linalg.cholesky(K)
+    tril, info = torch.linalg.cholesky_ex(K)
+    if info.any():
+        raise ValueError(f"the GP prior's kernel matrix over T={T} steps is not positive definite in {like.dtype} "
+                         f"(length scale {float(k.lengthscale):.3g}, variance {float(k.variance):.3g}, jitter "
+                         f"{jitter:g}): raise model.jitter, fix the kernel (model.learn_kernel=false), fit in float64, "
+                         "or use markov_gp_vae, whose state-space form needs no (T, T) matrix")
     base = dist.MultivariateNormal(like.new_zeros(z_dim, T), scale_tril=tril.expand(z_dim, T, T))
     return TimeMajorMVN(base)
 
@@ -172,12 +295,24 @@ def dense_gp_prior(T: int, z_dim: int, k: kernels.Isotropy, jitter: float, like:
 # -- the shared generative model ----------------------------------------------------------------------
 
 
-def check_gp_settings(likelihood: str, lengthscale: float, variance: float, jitter: float) -> None:
+def check_gp_settings(likelihood: str, lengthscale: float, variance: float, jitter: float,
+                      kernel_prior: float = 0.0) -> None:
     """Raise ``ValueError`` for an unknown likelihood or a non-positive GP hyper-parameter (model configs)."""
     if likelihood not in LIKELIHOODS:
         raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
     if not (lengthscale > 0 and variance > 0 and jitter > 0):
         raise ValueError("lengthscale, variance and jitter must be positive")
+    if not kernel_prior >= 0:
+        raise ValueError(f"kernel_prior (the LogNormal scale of the hyper-parameters' prior) must be >= 0, "
+                         f"got {kernel_prior}")
+
+
+def time_valid(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``(B, T)`` bool: True up to and including each sequence's last time step with an observed entry."""
+    if mask is None:
+        return torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
+    seen = mask.any(-1)
+    return seen.flip(-1).cummax(-1).values.flip(-1)  # some observed step at or after t
 
 
 def check_sequence(x: Tensor, mask: Tensor | None, x_dim: int, likelihood: str) -> None:

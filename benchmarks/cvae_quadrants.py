@@ -33,7 +33,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyro
 import torch
@@ -44,6 +49,7 @@ from aezoo.diagnostics import importance_estimate
 from aezoo.inference import ENGINES
 from aezoo.models import cvae
 from aezoo.nn import MLP
+from benchmarks.common import add_device, device_name
 
 PYRO_TABLE = {  # Pyro's CVAE tutorial, negative CLL in nats per image (grey-level targets)
     1: {"baseline": 100.4, "cvae": 71.8},
@@ -56,7 +62,7 @@ def train_baseline(train, hidden, epochs: int, lr: float, batch_size: int, seed:
     """The masked-BCE regressor ``c -> logits (784)``; returns it with its seconds of training."""
     x, c, mask = train
     torch.manual_seed(seed)
-    net = MLP(c.shape[-1], hidden, x.shape[-1], "relu")
+    net = MLP(c.shape[-1], hidden, x.shape[-1], "relu").to(x.device)
     optim = torch.optim.Adam(net.parameters(), lr=lr)
     order = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -74,7 +80,7 @@ def train_baseline(train, hidden, epochs: int, lr: float, batch_size: int, seed:
 def baseline_nll(net, test) -> torch.Tensor:
     x, c, mask = test
     with torch.no_grad():
-        return (F.binary_cross_entropy_with_logits(net(c), x, reduction="none") * mask).sum(-1)
+        return (F.binary_cross_entropy_with_logits(net(c), x, reduction="none") * mask).sum(-1).cpu()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -89,6 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--test-size", type=int, default=2000)
     p.add_argument("--num-particles", type=int, default=500, help="importance samples per test image")
     p.add_argument("--seed", type=int, default=0)
+    add_device(p)
     args = p.parse_args(argv)
     pyro.settings.set(module_local_params=True)
     hidden = tuple(int(h) for h in args.hidden.split(","))
@@ -98,12 +105,12 @@ def main(argv: list[str] | None = None) -> dict:
         ds = data.load(f"mnist_q{q}", "dynamic", args.train_size, args.test_size)
         names = ("y", "c", "mask")
         train, test = ds.arrays("train", names), ds.arrays("test", names)
-        net, base_s = train_baseline((train[0], train[2], train[3]), hidden, args.epochs, args.lr, args.batch_size,
-                                     args.seed)
-        base = baseline_nll(net, (test[0], test[2], test[3]))
+        net, base_s = train_baseline(tuple(train[i].to(args.device) for i in (0, 2, 3)), hidden, args.epochs, args.lr,
+                                     args.batch_size, args.seed)
+        base = baseline_nll(net, tuple(test[i].to(args.device) for i in (0, 2, 3)))
         cfg = cvae.Config(condition="c", z_dim=args.z_dim, hidden_dims=hidden)
         pyro.set_rng_seed(args.seed)
-        ae = cvae.build(cfg)
+        ae = cvae.build(cfg).to(args.device)
         engine_name, fields = cvae.DEFAULT_ENGINE
         engine = ENGINES[engine_name](**fields, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                       seed=args.seed, progress=False)
@@ -135,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['cvae_minus_baseline_se']:.2f} {r['pyro_baseline_nll']:9.1f} {r['pyro_cvae_nll']:9.1f}")
     result = {"benchmark": "cvae_quadrants", "epochs": args.epochs, "num_particles": args.num_particles,
               "num_test": args.test_size, "z_dim": args.z_dim, "hidden": list(hidden),
-              "results": {str(q): r for q, r in rows.items()}, "threads": torch.get_num_threads(),
+              "results": {str(q): r for q, r in rows.items()}, "device": device_name(args.device),
+              "threads": torch.get_num_threads(),
               "torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version()}
     print(json.dumps(result))
     return result

@@ -31,7 +31,12 @@ import json
 import math
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyro
 import torch
@@ -41,6 +46,7 @@ from aezoo.diagnostics import disentanglement
 from aezoo.diagnostics.likelihood import reconstruct
 from aezoo.inference import ENGINES
 from aezoo.models import MODELS
+from benchmarks.common import add_device, device_name
 
 NET = {"z_dim": 10, "hidden_dims": (256, 256), "activation": "relu"}
 METRICS = ("mig", "sap", "dci_disentanglement", "dci_completeness", "dci_informativeness", "factorvae_score",
@@ -65,7 +71,7 @@ def run(label: str, spec, ds, args, seed: int) -> dict:
     model, fields, engine = spec
     module = MODELS[model]
     pyro.set_rng_seed(seed)
-    ae = module.build(module.Config(x_dim=ds.train.shape[-1], image_shape=ds.image_shape, **fields))
+    ae = module.build(module.Config(x_dim=ds.train.shape[-1], image_shape=ds.image_shape, **fields)).to(args.device)
     settings = {"lr": 1e-3, "batch_size": 64, **engine, "epochs": args.epochs, "seed": seed, "progress": False}
     fit = ENGINES["svi"](**settings).fit(ae, ds.train)
     test = ds.test[: args.test_size]
@@ -73,6 +79,7 @@ def run(label: str, spec, ds, args, seed: int) -> dict:
                                      seed=seed)
     with torch.no_grad():
         ae.eval()
+        test = test.to(args.device)
         mean = reconstruct(ae, test).clamp(1e-6, 1 - 1e-6)
         rec = (test * mean.log() + (1 - test) * (1 - mean).log()).sum(-1).mean().item()
     return {**found.metrics, "reconstruction": rec, "train_seconds": fit.stats["train_seconds"].item()}
@@ -84,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--test-size", type=int, default=2000)
+    add_device(p)
     args = p.parse_args(argv)
     pyro.settings.set(module_local_params=True)
     ds = data.load("sprites")
@@ -104,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"InfoE {r['infomec_explicitness']['mean']:.3f}  rec {r['reconstruction']['mean']:.1f}  "
               f"({time.perf_counter() - start:.0f} s)", flush=True)
     result = {"benchmark": "disentanglement_sprites", "epochs": args.epochs, "seeds": seeds,
-              "num_test": args.test_size, "results": rows, "threads": torch.get_num_threads(),
+              "num_test": args.test_size, "results": rows, "device": device_name(args.device),
+              "threads": torch.get_num_threads(),
               "torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version()}
     print(json.dumps(result))
     return result

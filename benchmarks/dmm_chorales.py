@@ -39,7 +39,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyro
 import torch
@@ -48,6 +53,7 @@ from aezoo.data import load
 from aezoo.diagnostics import importance_estimate
 from aezoo.inference import ENGINES
 from aezoo.models import dmm
+from benchmarks.common import add_device, device_name
 
 PAPER, PYRO_EXAMPLE = 6.93, 6.87
 
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--emission-dim", type=int, default=100)
     p.add_argument("--particles", type=int, default=200, help="importance samples per test chorale")
     p.add_argument("--seed", type=int, default=0)
+    add_device(p)
     args = p.parse_args(argv)
 
     pyro.settings.set(module_local_params=True)
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = dmm.Config(z_dim=args.z_dim, rnn_dim=args.rnn_dim, transition_dim=args.transition_dim,
                      emission_dim=args.emission_dim)
     torch.manual_seed(args.seed)
-    ae = dmm.build(cfg)
+    ae = dmm.build(cfg).to(args.device)
     train_steps = train_mask.any(-1).sum().item()
 
     rows = []
@@ -123,7 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
                    "emission_dim": cfg.emission_dim},
         "batch_size": args.batch_size, "lr": args.lr, "kl_warmup": args.kl_warmup, "particles": args.particles,
         "train_size": len(ds.train), "test_size": len(ds.test), "seconds": round(total_s, 1), "seed": args.seed,
-        "device": "cpu", "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "device": device_name(args.device),
+        "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version(),
     }
     print(json.dumps(result))

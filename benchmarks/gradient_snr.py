@@ -55,6 +55,7 @@ from torch import Tensor
 from aezoo.data import load
 from aezoo.inference import ENGINES
 from aezoo.models import vae
+from benchmarks.common import add_device, device_name
 
 ESTIMATORS = ("standard", "stl", "dreg")
 
@@ -77,7 +78,7 @@ def gradient_snr(ae, x: Tensor, k: int, estimator: str, repeats: int, seed: int)
     """``(encoder SNR, decoder SNR)`` of ``estimator`` at ``K = k`` from ``repeats`` gradient draws."""
     engine = ENGINES["iwae"](num_particles=k, estimator=estimator, progress=False)
     groups = (list(ae.guide.parameters()), list(ae.model.parameters()))
-    sums = [torch.zeros(sum(p.numel() for p in g), dtype=torch.float64) for g in groups]
+    sums = [torch.zeros(sum(p.numel() for p in g), dtype=torch.float64, device=x.device) for g in groups]
     sums_sq = [torch.zeros_like(s) for s in sums]
     pyro.set_rng_seed(seed)
     with torch.enable_grad():
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--train-epochs", type=int, default=10, help="epochs of IWAE (K=5) training first; 0 = untrained")
     p.add_argument("--estimators", default=",".join(ESTIMATORS))
     p.add_argument("--seed", type=int, default=0)
+    add_device(p)
     args = p.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     estimators = args.estimators.split(",")
@@ -112,13 +114,13 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.perf_counter()
     ds = load("mnist", "dynamic", train_size=args.train_size, test_size=args.batch)
     torch.manual_seed(args.seed)
-    ae = vae.build(vae.Config())
+    ae = vae.build(vae.Config()).to(args.device)
     train_loss = None
     if args.train_epochs > 0:
         fit = ENGINES["iwae"](num_particles=5, epochs=args.train_epochs, seed=args.seed, progress=False)
         train_loss = fit.fit(ae, ds.train, transform=ds.transform).losses[-1].item()
     t_train = time.perf_counter() - t_start
-    x = ds.test[: args.batch]  # statically binarized: the same frozen minibatch on every run
+    x = ds.test[: args.batch].to(args.device)  # statically binarized: the same frozen minibatch on every run
 
     enc = {e: [] for e in estimators}
     dec = {e: [] for e in estimators}
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
         "direction": direction,
         "repeats": args.repeats, "batch": args.batch, "train_epochs": args.train_epochs,
         "train_size": args.train_size, "train_loss": None if train_loss is None else round(train_loss, 3),
-        "seconds": round(total_s, 1), "seed": args.seed,
+        "seconds": round(total_s, 1), "seed": args.seed, "device": device_name(args.device),
         "torch": torch.__version__, "pyro": pyro.__version__, "threads": torch.get_num_threads(),
     }
     print(json.dumps(result))

@@ -23,7 +23,12 @@ import argparse
 import dataclasses
 import json
 import platform
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import pyro
@@ -34,16 +39,18 @@ from aezoo.diagnostics.links import PAPER_CORA, link_prediction
 from aezoo.inference import ENGINES
 from aezoo.models import MODELS
 from aezoo.runs import covariates_of, sized_to_data
+from benchmarks.common import add_device, device_name
 
 GRAPHS = {"sbm": graphs.sbm, "lfr": graphs.lfr, "karate": graphs.karate, "les_miserables": graphs.les_miserables}
 
 
-def fit_and_score(model: str, reweight: str, dataset, epochs: int, seed: int) -> tuple[dict, float]:
+def fit_and_score(model: str, reweight: str, dataset, epochs: int, seed: int,
+                  device: str = "cpu") -> tuple[dict, float]:
     """Link-prediction scores of ``model`` trained on ``dataset``, and its training seconds."""
     module = MODELS[model]
     cfg = sized_to_data(dataclasses.replace(module.Config(), reweight=reweight), dataset, {})
     pyro.set_rng_seed(seed)
-    ae = module.build(cfg)
+    ae = module.build(cfg).to(device)
     engine, fields = module.DEFAULT_ENGINE
     result = ENGINES[engine](**{**fields, "epochs": epochs, "seed": seed, "progress": False}).fit(
         ae, *covariates_of(ae, dataset, "train"))
@@ -62,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--graphs", default=",".join(GRAPHS))
     parser.add_argument("--reweights", default="none,paper")
+    add_device(parser)
     args = parser.parse_args(argv)
     methods = [f"{m}:{r}" for m in ("vgae", "gae") for r in args.reweights.split(",")]
     results: dict[str, dict] = {}
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
             dataset = graphs.graph_dataset(name, *made, seed=seed)
             for method in methods:
                 model, reweight = method.split(":")
-                links, seconds = fit_and_score(model, reweight, dataset, args.epochs, seed)
+                links, seconds = fit_and_score(model, reweight, dataset, args.epochs, seed, args.device)
                 for key in ("auc", "ap"):
                     scores.setdefault(method, {}).setdefault(key, []).append(links["model"][key])
                 scores[method].setdefault("train_seconds", []).append(seconds)
@@ -92,7 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
                   f"AP {s['ap']['mean']:.3f} +- {s['ap']['std']:.3f}")
     print(f"paper (Cora, not reproduced offline): {PAPER_CORA}")
     result = {"benchmark": "graph_links", "epochs": args.epochs, "seeds": args.seeds, "results": results,
-              "paper_cora": PAPER_CORA, "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "paper_cora": PAPER_CORA, "device": device_name(args.device),
+              "threads": torch.get_num_threads(), "torch": torch.__version__,
               "pyro": pyro.__version__, "python": platform.python_version(), "cpu_seconds": time.process_time()}
     print(json.dumps(result))
     return result

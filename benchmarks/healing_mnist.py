@@ -85,6 +85,7 @@ from aezoo.data import healing_mnist
 from aezoo.inference import ENGINES
 from aezoo.models import gp_vae, markov_gp_vae, svae
 from aezoo.sequence import impute
+from benchmarks.common import add_device, device_name
 
 MODELS = ("vae", "gp_vae", "markov_gp_vae", "svae")
 EPS = 1e-6
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--hidden", default="256,256", help="MLP widths of the per-frame encoder (decoder reversed)")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
     p.add_argument("--seed", type=int, default=0)
+    add_device(p)
     args = p.parse_args(argv)
     hidden = tuple(int(h) for h in args.hidden.split(","))
     names = [m for m in args.models.split(",") if m]
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
                             beta=args.beta, kl_warmup_epochs=args.kl_warmup_epochs, progress=False)
     for name in names:
         torch.manual_seed(args.seed)
-        ae = build(name, args.z_dim, hidden)
+        ae = build(name, args.z_dim, hidden).to(args.device)
         try:
             fit = engine.fit(ae, train.x, train.mask)
         except FloatingPointError as err:  # a diverged fit is reported, not fatal to the other rows
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         t0 = time.perf_counter()
         torch.manual_seed(args.seed)
-        filled = impute_batched(ae, x, mask)
+        filled = impute_batched(ae, x.to(args.device), mask.to(args.device)).cpu()
         rows[name] = {**scores(filled, truth, mask), "auroc": auroc(filled, labels, args.seed),
                       "train_s": float(fit.stats["train_seconds"]), "eval_s": time.perf_counter() - t0,
                       "final_loss": float(fit.losses[-1])}
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_size": args.train_size, "test_size": args.test_size, "epochs": args.epochs,
         "batch_size": args.batch_size, "lr": args.lr, "beta": args.beta, "kl_warmup_epochs": args.kl_warmup_epochs,
         "z_dim": args.z_dim, "hidden": list(hidden), "seconds": round(total_s, 1), "seed": args.seed,
-        "device": "cpu", "threads": torch.get_num_threads(),
+        "device": device_name(args.device), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version(),
     }
     print(json.dumps(result))

@@ -30,6 +30,11 @@ import argparse
 import json
 import platform
 import statistics
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyro
 import torch
@@ -41,6 +46,7 @@ from aezoo.inference import ENGINES
 from aezoo.inference.penalties import mmd
 from aezoo.models import MODELS
 from aezoo.traces import check_weights_exist
+from benchmarks.common import add_device, device_name
 
 ENTRIES = ("vae", "gon", "unscented_ae", "coupled_vae", "wae", "swae", "info_vae", "wae_gan")
 HOLE_QUANTILE = 0.95  # a prior sample is "far from the data" beyond this quantile of the test images' own distances
@@ -82,11 +88,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--train-size", type=int, default=20000)
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--num-particles", type=int, default=500)
+    add_device(p)
     args = p.parse_args(argv)
     pyro.settings.set(module_local_params=True)
     ds = data.load("mnist", "dynamic", args.train_size, args.test_size)
     seeds = [int(s) for s in args.seeds.split(",")]
-    judge = multimodal.digit_classifier()
+    judge = multimodal.digit_classifier().to(args.device)
+    test = ds.test.to(args.device)
     rows = {}
     for name in args.entries.split(","):
         module = MODELS[name]
@@ -94,11 +102,11 @@ def main(argv: list[str] | None = None) -> dict:
         runs = []
         for seed in seeds:
             pyro.set_rng_seed(seed)
-            ae = module.build(module.Config(z_dim=args.z_dim))
+            ae = module.build(module.Config(z_dim=args.z_dim)).to(args.device)
             settings = {"lr": 1e-3, "batch_size": 100, **fields, "epochs": args.epochs, "seed": seed, "progress": False}
             trainer = ENGINES[engine](**settings)
             fit = trainer.fit(ae, ds.train, transform=ds.transform)
-            runs.append({**scores(ae, trainer, ds.test, args.num_particles, judge),
+            runs.append({**scores(ae, trainer, test, args.num_particles, judge),
                          "train_seconds": fit.stats["train_seconds"].item()})
         rows[name] = {}
         for key in runs[0]:
@@ -114,8 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"loss sd {r['loss_sd']['mean']:.2f}  ({r['train_seconds']['mean']:.0f} s per fit)", flush=True)
     result = {"benchmark": "inference_kinds_mnist", "epochs": args.epochs, "seeds": seeds, "z_dim": args.z_dim,
               "num_train": args.train_size, "num_test": args.test_size, "num_particles": args.num_particles,
-              "results": rows, "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "pyro": pyro.__version__, "python": platform.python_version()}
+              "results": rows, "device": device_name(args.device), "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version()}
     print(json.dumps(result))
     return result
 

@@ -25,7 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyro
 import torch
@@ -34,6 +39,7 @@ from aezoo import data
 from aezoo.diagnostics import importance_estimate, multimodal
 from aezoo.inference import ENGINES
 from aezoo.models import MODELS
+from benchmarks.common import add_device, device_name
 
 ENTRIES = {  # label -> (model config fields, svi fields)
     "poe": ({"aggregation": "poe"}, {"penalty": "modality_subsets"}),
@@ -50,11 +56,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--num-particles", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    add_device(p)
     args = p.parse_args(argv)
     pyro.settings.set(module_local_params=True)
     ds = data.load("mnist_views", "dynamic", args.train_size, args.test_size)
     train, test = ds.arrays("train", ("x2", "y")), ds.arrays("test", ("x2", "y"))
-    judge = multimodal.digit_classifier()
+    test = tuple(t.to(args.device) for t in test)
+    judge = multimodal.digit_classifier().to(args.device)
     base = MODELS["mvae"].Config()
     rows = {}
     for label in args.entries.split(","):
@@ -64,12 +72,13 @@ def main(argv: list[str] | None = None) -> dict:
         if label == "vae":
             vae = MODELS["vae"]
             ae = vae.build(vae.Config(z_dim=base.z_dim, hidden_dims=base.hidden_dims, activation=base.activation))
+            ae = ae.to(args.device)
             fit = ENGINES["svi"](**common).fit(ae, train[0], transform=ds.transform)
             ll = importance_estimate(ae, test[0], num_particles=args.num_particles).log_likelihood
             rows[label] = {"log_likelihood": {"x": ll.mean().item()}}
         else:
             fields, engine = ENTRIES[label]
-            ae = MODELS["mvae"].build(MODELS["mvae"].Config(**fields))
+            ae = MODELS["mvae"].build(MODELS["mvae"].Config(**fields)).to(args.device)
             fit = ENGINES["svi"](num_particles=3, **engine, **common).fit(ae, *train, transform=ds.transform)
             rows[label] = multimodal.evaluate(ae, *test, num_particles=args.num_particles, classifier=judge).to_dict()
         rows[label].update(train_seconds=fit.stats["train_seconds"].item(), final_loss=fit.losses[-1].item(),
@@ -84,6 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  ({r['seconds']:.0f} s)", flush=True)
     result = {"benchmark": "multimodal_mnist", "epochs": args.epochs, "num_particles": args.num_particles,
               "num_test": len(test[0]), "classifier_accuracy": judge.test_accuracy, "results": rows,
+              "device": device_name(args.device),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "pyro": pyro.__version__,
               "python": platform.python_version()}
     print(json.dumps(result))

@@ -35,7 +35,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyro
 import torch
@@ -44,6 +49,7 @@ from aezoo import data
 from aezoo.diagnostics import active_units, elbo_decomposition, importance_estimate
 from aezoo.inference import ENGINES
 from aezoo.models import MODELS
+from benchmarks.common import add_device, device_name
 
 ENTRIES = {  # label -> (model, config fields, engine, engine fields, binarization)
     "vae": ("vae", {}, "svi", {}, "dynamic"),
@@ -68,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--num-particles", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
+    add_device(p)
     args = p.parse_args(argv)
     pyro.settings.set(module_local_params=True)
 
@@ -77,13 +84,14 @@ def main(argv: list[str] | None = None) -> dict:
         ds = data.load("mnist", binarization, args.train_size, args.test_size)
         module = MODELS[model]
         pyro.set_rng_seed(args.seed)
-        ae = module.build(module.Config(**fields))
+        ae = module.build(module.Config(**fields)).to(args.device)
+        test = ds.test.to(args.device)
         fit = ENGINES[engine](**engine_fields, epochs=args.epochs, lr=args.lr, seed=args.seed,
                               progress=False).fit(ae, ds.train, transform=ds.transform)
         start = time.perf_counter()
-        est = importance_estimate(ae, ds.test, num_particles=args.num_particles)
-        units = active_units(ae, ds.test)
-        kl = elbo_decomposition(ae, ds.test, num_particles=10).kl.mean().item()
+        est = importance_estimate(ae, test, num_particles=args.num_particles)
+        units = active_units(ae, test)
+        kl = elbo_decomposition(ae, test, num_particles=10).kl.mean().item()
         n = len(ds.test)
         rows[label] = {"test_nll": -est.log_likelihood.mean().item(),
                        "test_nll_se": (est.log_likelihood.std() / n**0.5).item(),
@@ -95,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"-ELBO {rows[label]['test_neg_elbo']:7.2f}  KL {kl:6.2f}  AU {rows[label]['active_units']}  "
               f"paper {PAPER.get(label, '-')}", flush=True)
     result = {"benchmark": "priors_mnist", "epochs": args.epochs, "num_particles": args.num_particles,
-              "num_test": args.test_size, "results": rows, "threads": torch.get_num_threads(),
+              "num_test": args.test_size, "results": rows, "device": device_name(args.device),
+              "threads": torch.get_num_threads(),
               "torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version()}
     print(json.dumps(result))
     return result

@@ -21,6 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyro
 import torch
@@ -29,6 +34,7 @@ from aezoo import data
 from aezoo.inference import ENGINES
 from aezoo.models import m2
 from aezoo.runs import keep_labels
+from benchmarks.common import add_device, device_name
 
 PAPER_ERROR = {100: 11.97, 600: 4.94, 1000: 3.60, 3000: 3.92}  # % test error, Table 1, M2
 
@@ -40,6 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labelled-per-batch", type=int, default=0)
+    add_device(p)
     args = p.parse_args(argv)
     pyro.settings.set(module_local_params=True)
 
@@ -48,20 +55,20 @@ def main(argv: list[str] | None = None) -> dict:
     for n in (int(v) for v in args.labels.split(",")):
         y = keep_labels(ds, n)
         pyro.set_rng_seed(args.seed)
-        ae = m2.build(m2.Config())
+        ae = m2.build(m2.Config()).to(args.device)
         name, fields = m2.DEFAULT_ENGINE
         engine = ENGINES[name](**{**fields, "penalty_weight": 0.1 * len(y) / n,
                                   "labelled_per_batch": args.labelled_per_batch},
                                epochs=args.epochs, lr=args.lr, seed=args.seed, progress=False)
         fit = engine.fit(ae, ds.train, y, transform=ds.transform)
         ae.eval()
-        accuracy = (m2.classify(ae, ds.test) == ds.test_labels).double().mean().item()
+        accuracy = (m2.classify(ae, ds.test.to(args.device)).cpu() == ds.test_labels).double().mean().item()
         rows[n] = {"test_error_percent": 100 * (1 - accuracy), "paper_error_percent": PAPER_ERROR.get(n),
                    "train_seconds": fit.stats["train_seconds"].item(), "final_train_loss": fit.losses[-1].item()}
         print(f"{n:5d} labels: test error {rows[n]['test_error_percent']:6.2f} %  (paper {PAPER_ERROR.get(n)} %), "
               f"{rows[n]['train_seconds']:.0f} s", flush=True)
     result = {"benchmark": "ss_mnist", "epochs": args.epochs, "labelled_per_batch": args.labelled_per_batch,
-              "results": {str(k): v for k, v in rows.items()},
+              "results": {str(k): v for k, v in rows.items()}, "device": device_name(args.device),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "pyro": pyro.__version__,
               "python": platform.python_version()}
     print(json.dumps(result))

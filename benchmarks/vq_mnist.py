@@ -27,6 +27,11 @@ import argparse
 import json
 import math
 import platform
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyro
 import torch
@@ -36,6 +41,7 @@ from aezoo.diagnostics import importance_estimate
 from aezoo.inference import ENGINES
 from aezoo.inference.code_prior import fit_prior
 from aezoo.models import MODELS, vq_vae
+from benchmarks.common import add_device, device_name
 
 
 def bound_figures(ae, x) -> dict[str, float]:
@@ -54,12 +60,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ema", action="store_true")
     p.add_argument("--restart-threshold", type=float, default=0.0)
     p.add_argument("--prior-channels", type=int, default=64)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--train-size", type=int)
     p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--num-particles", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    add_device(p)
     args = p.parse_args(argv)
     pyro.settings.set(module_local_params=True)
     ds = data.load("mnist", "dynamic", args.train_size, args.test_size)
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"-ELBO {vae_row['test_neg_elbo']:.2f}", flush=True)
     result = {"benchmark": "vq_mnist", "epochs": args.epochs, "prior_epochs": args.prior_epochs,
               "vae_epochs": args.vae_epochs, "train_size": len(ds.train), "num_test": len(ds.test),
-              "num_particles": args.num_particles, "device": args.device, "vq_vae": vq, "vae": vae_row,
+              "num_particles": args.num_particles, "device": device_name(args.device), "vq_vae": vq, "vae": vae_row,
               "threads": torch.get_num_threads(),
               "torch": torch.__version__, "pyro": pyro.__version__, "python": platform.python_version()}
     print(json.dumps(result))

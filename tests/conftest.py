@@ -41,7 +41,9 @@ SMALL_CONFIGS: dict[str, dict] = {
     **{name: _SMALL_VAE for name in ("gon", "unscented_ae")},
     "coupled_vae": _SMALL_VAE,
     "wae_gan": {**_SMALL_VAE, "critic_dims": (4,)},
+    "koopman_vae": {"x_dim": 3, "z_dim": 2, "hidden_dim": 4, "hidden_dims": (4,), "seq_len": 5},
     "k_sparse_ae": {"x_dim": 12, "z_dim": 8, "k": 2, "k_start": 6, "k_schedule_epochs": 1},
+    "pv_rnn": {"hidden_dim": 8, "seq_len": 5, "num_data": 32},  # data (B, T=5, 2); 32 adaptive vectors
 }
 # Engine settings for one quick epoch (or a few MCMC draws); only fields an engine has are applied.
 SMALL_ENGINE = {"epochs": 1, "batch_size": 8, "lr": 1e-2, "progress": False,

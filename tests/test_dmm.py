@@ -12,6 +12,7 @@ from pyro import poutine
 from aezoo import data
 from aezoo.inference import ENGINES
 from aezoo.models import dmm
+from aezoo.sequence import time_valid
 
 CFG = dmm.Config(x_dim=6, z_dim=3, emission_dim=8, transition_dim=8, rnn_dim=8, seq_len=7)
 
@@ -29,7 +30,7 @@ def by_hand(step, z0, context, z, valid):
 def test_chain_log_probs_equal_per_step_normals():
     ae = dmm.build(CFG)
     x, mask = dmm.example_data(CFG, 5, seed=1)
-    valid = dmm.time_valid(x, mask)
+    valid = time_valid(x, mask)
     assert not valid.all() and valid[:, 0].all()  # example data have padding
     q, p = ae.guide.posterior(x, mask), ae.model.z_prior(x, mask)
     z = q.rsample()
@@ -79,7 +80,7 @@ def test_missing_frames_inside_a_sequence_keep_the_chain():
     x, mask = dmm.example_data(CFG, 2, seed=4)
     mask = torch.ones_like(mask)
     mask[:, 2] = False
-    assert dmm.time_valid(x, mask).all()
+    assert time_valid(x, mask).all()
 
 
 def test_model_trace_sites():

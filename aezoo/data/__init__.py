@@ -2,19 +2,34 @@
 
 :data:`DATASETS` maps each key to a :class:`Source` and is built from an explicit list of family
 modules (one module per family, each exporting ``SOURCES``): images (``mnist``, ``digits``),
-rotated MNIST, the MNIST quadrant task, multi-view MNIST (``mnist_views``), sequences (``lds_video``, ``healing_mnist``,
-``chorales``), graphs for link prediction (``sbm``, ``lfr``, ``karate``, ``les_miserables``, Planetoid files),
-procedural dSprites with their factors (``sprites``, ``sprites64``) and ``synthetic`` (a model's own
-``example_data``, handed in by :mod:`aezoo.runs`). :func:`load` serves every key and any ``.npz`` / ``.npy`` path
-(:mod:`aezoo.data.files`). The :class:`Dataset` record, the verified MNIST file and
-binarization live in :mod:`aezoo.data.base`.
+rotated MNIST, the MNIST quadrant task, multi-view MNIST (``mnist_views``), MNIST as pixel-row
+sequences (``mnist_rows``), sequences (``lds_video``, ``healing_mnist``, ``chorales``), time series
+(``sines``, ``sines_irregular``, ``sunspots``, ``co2``), a weather-like space-time field
+(``weather_field``), graphs for link prediction (``sbm``, ``lfr``, ``karate``, ``les_miserables``,
+Planetoid files), procedural dSprites with their factors (``sprites``, ``sprites64``) and
+``synthetic`` (a model's own ``example_data``, handed in by :mod:`aezoo.runs`). :func:`load` serves
+every key and any ``.npz`` / ``.npy`` path (:mod:`aezoo.data.files`). The :class:`Dataset` record,
+the verified MNIST file and binarization live in :mod:`aezoo.data.base`.
 """
 
 from __future__ import annotations
 
 from types import ModuleType
 
-from aezoo.data import files, graphs, images, quadrants, rotated, sequences, sprites, synthetic, views
+from aezoo.data import (
+    files,
+    graphs,
+    images,
+    pixel_rows,
+    quadrants,
+    rotated,
+    sequences,
+    series,
+    sprites,
+    synthetic,
+    views,
+    weather,
+)
 from aezoo.data.base import (
     BINARIZATIONS,
     COVARIATE_KINDS,
@@ -29,7 +44,8 @@ from aezoo.data.base import (
 )
 from aezoo.data.sequences import Sequences, cache_dir, chorale_rolls, chorales, healing_mnist, lds_video, piano_roll
 
-_FAMILIES: list[ModuleType] = [images, rotated, quadrants, views, sequences, graphs, sprites, synthetic]
+_FAMILIES: list[ModuleType] = [images, pixel_rows, rotated, quadrants, views, sequences, series, graphs, sprites,
+                               synthetic, weather]
 
 DATASETS: dict[str, Source] = {key: source for family in _FAMILIES for key, source in family.SOURCES.items()}
 

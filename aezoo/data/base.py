@@ -31,7 +31,8 @@ BINARIZATIONS = ("dynamic", "static", "none")
 STATIC_SEED = 0
 
 
-COVARIATE_KINDS = {"y": "label", "c": "continuous", "mask": "mask", "t": "time", "factors": "factor"}  # standard names
+COVARIATE_KINDS = {"y": "label", "c": "continuous", "mask": "mask", "t": "time", "factors": "factor",
+                   "index": "index"}  # standard names; index: (N,) int64 position of the datum in the training set
 LAYOUTS = ("vectors", "sequences", "graphs")
 
 
@@ -99,11 +100,18 @@ class Dataset:
         return LAYOUTS[self.train.dim() - 2] if self.train.dim() in (2, 3) else f"{self.train.dim()}-d arrays"
 
     def arrays(self, split: str, covariates: tuple[str, ...] = ()) -> tuple[Tensor | None, ...]:
-        """``(x, *covariates)`` of ``split`` (``"train"`` or ``"test"``) in the order asked; None for one it lacks."""
+        """``(x, *covariates)`` of ``split`` (``"train"`` or ``"test"``) in the order asked; None for one it lacks,
+        except ``index``, which defaults to ``arange(N)`` of the split (the position of each datum)."""
         if split not in ("train", "test"):
             raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
         x, given = (self.train, self.train_covariates) if split == "train" else (self.test, self.test_covariates)
-        return (x, *(given.get(name) for name in covariates))
+        return (x, *(given.get(name, _positions(x) if COVARIATE_KINDS.get(name) == "index" else None)
+                     for name in covariates))
+
+
+def _positions(x: Tensor) -> Tensor:
+    """``(N,)`` int64 ``0..N-1``: the ``index`` covariate of data that lack one (each datum's position in its split)."""
+    return torch.arange(len(x), device=x.device)
 
 
 @dataclass(frozen=True)

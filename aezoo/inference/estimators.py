@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from aezoo.core import Autoencoder
+from aezoo.inference.compiled import Nodes, Sites
 from aezoo.traces import Traces
 
 ESTIMATORS = ("standard", "stl", "dreg")
@@ -118,6 +119,10 @@ def stopped_guide_log_prob(ae: Autoencoder, tr: Traces, *batch: Tensor, num_data
     with warnings.catch_warnings():  # global param store mode: detached copies are not registered
         warnings.filterwarnings("ignore", message=".*not registered in the param store")
         with pyro.plate("particles", tr.num_particles, dim=-tr.nesting - 1):
+            if isinstance(tr.guide, Nodes):  # traces of the compiled path: replay there too
+                with Sites(values) as sites:
+                    stopped(*batch, num_data=num_data)
+                return tr.log_prob(sites.trace, tr.latent)
             guide_tr = poutine.trace(poutine.condition(stopped, data=values)).get_trace(*batch, num_data=num_data)
     return tr.log_prob(prune_subsample_sites(guide_tr), tr.latent)
 

@@ -11,7 +11,13 @@ gold standard that measures a guide's amortization gap).
 
 Backends (``backend``):
 
-* ``pyro``: Pyro's ``HMC``/``NUTS`` kernels [4], stepped one draw at a time.
+* ``jax``: the model's exact JAX twin (:mod:`aezoo.inference.jax_twin`, generated from one trace of
+  the Pyro model and its ``aezoo.nn`` networks), sampled by NumPyro's kernels end to end in XLA,
+  all chains at once (``chain_method="vectorized"``); a model without a twin (the reason in one
+  line) runs on ``pyro``. ``auto`` (default) is ``jax`` for chains of at least
+  :data:`AUTO_MIN_STEPS` warm-up + draws (the compile time pays off) and ``pyro`` below.
+* ``pyro``: Pyro's ``HMC``/``NUTS`` kernels [4], stepped one draw at a time, the potential compiled
+  by ``torch.jit.trace`` where the model traces cleanly (``jit_compile``).
 * ``numpyro``: NumPyro's kernels [3] (the tree building is compiled by XLA) on the same Pyro
   model: the potential energy and its gradient are Pyro's (``initialize_model``), handed to
   JAX through ``jax.pure_callback``, so any Pyro model works unchanged. The measured trade-off
@@ -27,11 +33,16 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import sys
+import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+import pyro
 import pyro.infer.mcmc as pyro_mcmc
 import torch
 from pyro.infer.mcmc.util import initialize_model
@@ -39,9 +50,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from aezoo.checks import integer, positive
+from aezoo.inference.jax_twin import JaxTwin, twin_or_reason
 from aezoo.inference.mcmc import Draws, FlatSpace, McmcEngine, data_dtype, plate_nesting
 
-BACKENDS = ("pyro", "numpyro")
+BACKENDS = ("auto", "jax", "pyro", "numpyro")
+AUTO_MIN_STEPS = 400  # backend="auto" compiles the twin (tens of seconds on a CPU) only for chains this long
 
 
 @dataclass(frozen=True)
@@ -55,9 +68,15 @@ class HMC(McmcEngine):
         adapt_mass_matrix: estimate the mass matrix from warm-up draws.
         dense_mass: a dense (full) mass matrix instead of a diagonal one.
         target_accept: target mean acceptance probability of the adaptation.
-        backend: ``"pyro"`` or ``"numpyro"`` (module docstring).
-        jit_compile: with the Pyro backend, compile the potential with ``torch.jit.trace`` (Pyro's
-            option; deprecated by PyTorch, so off by default; measured in ``benchmarks/mcmc_speed.py``).
+        backend: ``"jax"`` (the model's JAX twin, :mod:`aezoo.inference.jax_twin`, all chains at once; without
+            a twin one line says why and Pyro samples), ``"auto"`` (``"jax"`` for chains of at least
+            :data:`AUTO_MIN_STEPS` warm-up + draws, whose compile time pays off; else ``"pyro"``), ``"pyro"`` or
+            ``"numpyro"`` (module docstring).
+        jit_compile: with the Pyro backend, compile the potential with ``torch.jit.trace`` (Pyro's option,
+            measured in ``benchmarks/mcmc_speed.py``): the compiled potential is evaluated without re-tracing the
+            model. ``None`` (default): on where the model traces cleanly (no error or warning while tracing, and
+            the compiled potential and gradient equal the eager ones at the start and at a shifted point), else off
+            with a one-line message.
     """
 
     step_size: float = 0.1
@@ -66,8 +85,8 @@ class HMC(McmcEngine):
     adapt_mass_matrix: bool = True
     dense_mass: bool = False
     target_accept: float = 0.8
-    backend: str = "pyro"
-    jit_compile: bool = False
+    backend: str = "auto"
+    jit_compile: bool | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,10 +101,11 @@ class HMC(McmcEngine):
                     max_plate_nesting: int | None = None) -> pyro_mcmc.HMC:
         return pyro_mcmc.HMC(model, num_steps=self.num_steps, **self._pyro_args(dtype, max_plate_nesting))
 
-    def numpyro_kernel(self, potential_fn: Callable):
+    def numpyro_kernel(self, potential_fn: Callable | None = None, model: Callable | None = None):
         import numpyro.infer
 
-        return numpyro.infer.HMC(potential_fn=potential_fn, num_steps=self.num_steps, **self._numpyro_args())
+        return numpyro.infer.HMC(model, potential_fn=potential_fn, num_steps=self.num_steps, trajectory_length=None,
+                                 **self._numpyro_args())
 
     def _pyro_args(self, dtype: torch.dtype | None = None, max_plate_nesting: int | None = None) -> dict:
         return dict(step_size=self.step_size, adapt_step_size=self.adapt_step_size, init_strategy=self.init_fn(dtype),
@@ -99,8 +119,35 @@ class HMC(McmcEngine):
                     dense_mass=self.dense_mass)
 
     def run_chain(self, model, data, chain, checkpoint, resume) -> tuple[Draws, Draws]:
-        run = _pyro_chain if self.backend == "pyro" else _numpyro_chain
+        run = _numpyro_chain if self.backend == "numpyro" else _pyro_chain
         return run(self, model, data, chain)
+
+    def run_chains(self, model, data, state, save) -> None:
+        """With ``backend`` ``auto``/``jax``: all remaining chains at once on the JAX twin (NumPyro,
+        ``chain_method="vectorized"``), each chain's ``seconds`` the run's wall time over the chains; without a
+        twin, one line says why and the chains run on the Pyro backend."""
+        first = len(state["chains"])
+        short = self.backend == "auto" and self.warmup_steps + self.num_samples < AUTO_MIN_STEPS
+        if self.backend not in ("auto", "jax") or first >= self.num_chains or short:
+            return super().run_chains(model, data, state, save)
+        inits, strategy, nesting = [], self.init_fn(data_dtype(data)), plate_nesting(model, *data)
+        for c in range(first, self.num_chains):
+            pyro.set_rng_seed(self.seed + c)
+            init, _, transforms, _ = initialize_model(model, model_args=data, init_strategy=strategy,
+                                                      max_plate_nesting=nesting)
+            inits.append((init, transforms))
+        constrained = {k: transforms[k].inv(v) if k in transforms else v for k, v in inits[0][0].items()}
+        twin, why = twin_or_reason(model, data, constrained)
+        if twin is None:
+            print(f"{type(self).__name__}: no JAX twin ({why}); sampling with the Pyro backend", file=sys.stderr)
+            return super().run_chains(model, data, state, save)
+        start = time.perf_counter()
+        draws, stats = _twin_chains(self, twin, [i for i, _ in inits], first)
+        seconds = (time.perf_counter() - start) / len(inits)
+        for c in range(len(inits)):
+            state["chains"].append({"draws": {k: v[c] for k, v in draws.items()},
+                                    "stats": {k: v[c] for k, v in stats.items()}, "seconds": seconds})
+        save(None)
 
 
 class _Counted:
@@ -117,8 +164,7 @@ class _Counted:
 def _pyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain: int) -> tuple[Draws, Draws]:
     """One chain with Pyro's kernel, reading per-draw statistics from the kernel's counters; ``num_steps`` counts
     the potential's evaluations in the draw and ``tree_depth`` is ``ceil(log2(num_steps + 1))`` (NUTS's doubling)."""
-    kernel = engine.pyro_kernel(model, data_dtype(data), plate_nesting(model, *data))
-    kernel.setup(engine.warmup_steps, *data)
+    kernel = _ready_kernel(engine, model, data, quiet=chain > 0)
     kernel.potential_fn = counted = _Counted(kernel.potential_fn)
     params = kernel.initial_params
     draws: dict[str, list[Tensor]] = {name: [] for name in params}
@@ -148,6 +194,49 @@ def _pyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain: i
     return constrained, {k: torch.tensor(v) for k, v in stats.items()}
 
 
+def _ready_kernel(engine: HMC, model: Callable, data: tuple, quiet: bool = False):
+    """Pyro's kernel, set up; ``jit_compile=None`` tries the compiled potential and checks it (field docstring),
+    saying in one line (unless ``quiet``) when it falls back."""
+    dtype, nesting = data_dtype(data), plate_nesting(model, *data)
+    if engine.jit_compile is None:
+        rng = pyro.util.get_rng_state()
+        try:
+            kernel = dataclasses.replace(engine, jit_compile=True).pyro_kernel(model, dtype, nesting)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # a warning while tracing (other than Pyro's ignored ones): not clean
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated")  # torch's, not ours
+                kernel.setup(engine.warmup_steps, *data)
+                _check_compiled(kernel, model, data, nesting)
+            return kernel
+        except Exception as err:  # noqa: BLE001 - any failure of the trace means: run uncompiled
+            reason = (str(err).strip().splitlines() or [""])[0][:120]
+            if not quiet:
+                print(f"{type(engine).__name__}: the model does not trace cleanly for jit_compile "
+                      f"({type(err).__name__}: {reason}); running its potential uncompiled", file=sys.stderr)
+            pyro.util.set_rng_state(rng)
+    kernel = dataclasses.replace(engine, jit_compile=bool(engine.jit_compile)).pyro_kernel(model, dtype, nesting)
+    kernel.setup(engine.warmup_steps, *data)
+    return kernel
+
+
+def _check_compiled(kernel, model: Callable, data: tuple, nesting: int) -> None:
+    """``RuntimeError`` unless the kernel's compiled potential and gradient equal the eager ones at the start
+    and at a shifted point (the random stream is left as it was)."""
+    from pyro.ops.integrator import potential_grad
+
+    rng = pyro.util.get_rng_state()
+    try:
+        eager = initialize_model(model, model_args=data, max_plate_nesting=nesting)[1]
+        start = kernel.initial_params
+        for point in (start, {k: v + 0.1 * torch.randn_like(v) for k, v in start.items()}):
+            (g1, e1), (g2, e2) = potential_grad(kernel.potential_fn, point), potential_grad(eager, point)
+            tol = dict(rtol=1e-4, atol=1e-4)
+            if not (torch.allclose(e1, e2, **tol) and all(torch.allclose(g1[k], g2[k], **tol) for k in g2)):
+                raise RuntimeError(f"the compiled potential {float(e1):.6g} differs from the eager {float(e2):.6g}")
+    finally:
+        pyro.util.set_rng_state(rng)
+
+
 class _TorchPotential:
     """Pyro's potential energy of ``model(*data)`` as a function of one flat unconstrained vector."""
 
@@ -156,19 +245,20 @@ class _TorchPotential:
                                                                   max_plate_nesting=plate_nesting(model, *data))
         self.space = FlatSpace(init, transforms)
         self.dtype = init[self.space.names[0]].dtype  # the model's: float64 models run in float64 (JAX x64)
+        self.device = init[self.space.names[0]].device  # the model's device; JAX gets host arrays
         self.np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
-        self.init = self.space.flatten(init).detach().numpy().astype(self.np_dtype)
+        self.init = self.space.flatten(init).detach().cpu().numpy().astype(self.np_dtype)
 
     def value_and_grad(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Energy and gradient; an invalid point (e.g. a scale underflowing to 0) has infinite energy,
         which NumPyro counts as a divergence (validation is off while chains run, see ``McmcEngine.fit``)."""
-        z = torch.tensor(np.asarray(flat), dtype=self.dtype, requires_grad=True)
+        z = torch.tensor(np.asarray(flat), dtype=self.dtype, device=self.device, requires_grad=True)
         with torch.enable_grad():
             energy = self.potential_fn(self.space.unflatten(z))
             (grad,) = torch.autograd.grad(energy, z)
         if not (torch.isfinite(energy) and torch.isfinite(grad).all()):
             return self.np_dtype(np.inf), np.zeros_like(flat, dtype=self.np_dtype)
-        return self.np_dtype(energy.item()), grad.numpy().astype(self.np_dtype)
+        return self.np_dtype(energy.item()), grad.cpu().numpy().astype(self.np_dtype)
 
 
 def _jax_potential(torch_potential: _TorchPotential) -> Callable:
@@ -202,6 +292,12 @@ def _numpyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain
     torch_potential = _TorchPotential(model, data, engine.init_fn(data_dtype(data)))
     if torch_potential.np_dtype == np.float64:
         jax.config.update("jax_enable_x64", True)  # keep a float64 model in float64 (JAX defaults to float32)
+    import jax.numpy as jnp
+
+    # NumPyro works in JAX's float type (float64 once x64 is on, also for a float32 model): the callback
+    # computes in the model's dtype and hands JAX its own
+    torch_potential.np_dtype = np.dtype(jnp.zeros(()).dtype).type
+    torch_potential.init = torch_potential.init.astype(torch_potential.np_dtype)
     kernel = engine.numpyro_kernel(_jax_potential(torch_potential))
     mcmc = numpyro.infer.MCMC(kernel, num_warmup=engine.warmup_steps, num_samples=engine.num_samples,
                               num_chains=1, progress_bar=engine.progress)
@@ -211,6 +307,35 @@ def _numpyro_chain(engine: HMC, model: Callable, data: tuple[Tensor, ...], chain
     draws = torch_potential.space.constrained(flat)
     extra = mcmc.get_extra_fields()
     stats = {name.rsplit(".", 1)[-1]: torch.tensor(np.array(extra[name])) for name in fields}
+    stats["tree_depth"] = torch.ceil(torch.log2(stats["num_steps"].double() + 1)).long()
+    return draws, stats
+
+
+def _twin_chains(engine: HMC, twin: JaxTwin, inits: list[dict[str, Tensor]], first: int) -> tuple[Draws, Draws]:
+    """All chains at once with NumPyro's kernel on the twin (XLA end to end).
+
+    Returns site -> ``(C, S, ...)`` draws (constrained, the data's dtype) and ``(C, S)`` stats; chain ``c``
+    starts at ``inits[c]`` (unconstrained values) with the key ``seed + first + c``."""
+    import jax
+    import numpyro.infer
+
+    if twin.dtype == torch.float64:
+        jax.config.update("jax_enable_x64", True)  # keep a float64 model in float64 (JAX defaults to float32)
+    import jax.numpy as jnp
+
+    real = jnp.zeros(()).dtype  # float64 once x64 is on (also for a float32 model): NumPyro needs one dtype
+    init = {k: jnp.asarray(np.stack([i[k].detach().cpu().numpy() for i in inits]), dtype=real) for k in twin.sites}
+    if len(inits) == 1:
+        init = {k: v[0] for k, v in init.items()}
+    mcmc = numpyro.infer.MCMC(engine.numpyro_kernel(model=twin.model), num_warmup=engine.warmup_steps,
+                              num_samples=engine.num_samples, num_chains=len(inits), chain_method="vectorized",
+                              progress_bar=engine.progress)
+    fields = ("diverging", "accept_prob", "num_steps", "adapt_state.step_size", "energy")
+    keys = jnp.stack([jax.random.PRNGKey(engine.seed + first + c) for c in range(len(inits))])  # chain c: seed + c
+    mcmc.run(keys if len(inits) > 1 else keys[0], init_params=init, extra_fields=fields)
+    draws = {k: torch.tensor(np.asarray(v), dtype=twin.dtype) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    stats = {name.rsplit(".", 1)[-1]: torch.tensor(np.asarray(extra[name])) for name in fields}
     stats["tree_depth"] = torch.ceil(torch.log2(stats["num_steps"].double() + 1)).long()
     return draws, stats
 

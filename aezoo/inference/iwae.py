@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from aezoo.core import Autoencoder
+from aezoo.inference import compiled
 from aezoo.inference import estimators as est
 from aezoo.inference.loop import GradientEngine
 from aezoo.traces import check_weights_exist, trace_pair
@@ -87,8 +88,14 @@ class IWAE(GradientEngine):
             raise ValueError(f"ciwae_beta must lie in [0, 1], got {self.ciwae_beta}")
 
     def loss(self, ae: Autoencoder, *batch: Tensor, num_data: int) -> Tensor:
+        return self._loss(ae, *batch, num_data=num_data)
+
+    def _loss(self, ae: Autoencoder, *batch: Tensor, num_data: int) -> Tensor:
         m, k = self.num_groups, self.num_particles
-        tr = trace_pair(ae, *batch, num_particles=m * k, num_data=num_data)
+        expected = compiled.checked(ae, self)  # the compiled path's sites, checked in compile; None: Pyro's
+        tr = None if expected is None else compiled.trace_pair(ae, *batch, num_particles=m * k, num_data=num_data)
+        if tr is None or not compiled.accepts(expected, tr.model, tr.guide):
+            tr = trace_pair(ae, *batch, num_particles=m * k, num_data=num_data)
         log_p = tr.log_prob(tr.model, [n for n, s in tr.model.nodes.items() if s["type"] == "sample"])
         log_w = (log_p - tr.log_prob(tr.guide, tr.latent)).reshape(m, k, -1)
         decoder, encoder = est.objectives(log_w, self.variant, self.ciwae_beta)
@@ -106,6 +113,11 @@ class IWAE(GradientEngine):
             # one objective for both groups; its model gradient equals the standard one
             return value.detach() + (surrogate - surrogate.detach())
         return est.routed(value, -decoder.mean(), surrogate, ae.model, ae.guide)
+
+    def compile(self, ae: Autoencoder, batch: tuple, num_data: int) -> str:
+        """``"compiled"`` when the log-weights from :mod:`aezoo.inference.compiled` give this loss and its
+        gradients on ``batch`` (the fit's first minibatch), which the fit's steps then use, else ``"pyro"``."""
+        return compiled.choose(ae, self, batch, num_data, self._loss)
 
     def check(self, ae: Autoencoder, *batch: Tensor) -> None:
         sites = check_weights_exist(ae, "iwae", *batch)

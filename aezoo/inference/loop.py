@@ -13,6 +13,13 @@ has ``own_parameters(ae)`` (parameters of ``ae`` that the main optimiser leaves 
 ``step(ae, batch, optimizer) -> float`` (one step of its parameters alone on the minibatch, its loss),
 which the loop calls before every step of the autoencoder. The learning-rate schedule and
 ``clip_norm`` apply to the main optimiser only.
+
+Devices: the loop runs where ``ae``'s parameters are; data on the CPU are copied there once, from pinned
+memory without blocking. On CUDA no value is read back per step (:mod:`aezoo.inference.stepping`: the
+checks are flags on the device, read when the bar refreshes and at the end of every epoch). ``amp`` runs
+the networks in mixed precision (:mod:`aezoo.inference.amp`). Inside a ``torchrun`` process group the
+loop trains data-parallel with ``DistributedDataParallel`` (:mod:`aezoo.inference.distributed`):
+``batch_size`` is per process, only rank 0 writes checkpoints, and a fit resumes under another world size.
 """
 
 from __future__ import annotations
@@ -30,7 +37,11 @@ from tqdm.auto import tqdm
 
 from aezoo.checks import integer, positive
 from aezoo.core import Autoencoder, FitResult, atomic_torch_save, check_lengths, load_checkpoint, rows, to_device
+from aezoo.inference import distributed
+from aezoo.inference.amp import networks_autocast
+from aezoo.inference.amp import scaler as make_scaler
 from aezoo.inference.optim import OPTIMIZERS, SCHEDULES, make_optimizer, make_schedule
+from aezoo.inference.stepping import Stepper, fused
 from aezoo.inference.validation import Validation
 from aezoo.progress import at_epoch
 
@@ -69,6 +80,9 @@ class GradientEngine:
         clip_norm: clip the global gradient norm to this before each step (> 0); 0: no clipping.
         patience: with ``validation`` data, stop once this many epochs in a row have not improved the
             validation loss (:mod:`aezoo.inference.validation`); 0: train every epoch.
+        amp: mixed precision: the networks' layers compute in bfloat16 (float16 with loss scaling on GPUs
+            without bfloat16) while likelihoods, KL terms and the objective stay in full precision
+            (:mod:`aezoo.inference.amp`).
     """
 
     epochs: int = 10
@@ -84,6 +98,7 @@ class GradientEngine:
     lr_decay: float = 0.95
     clip_norm: float = 0.0
     patience: int = 0
+    amp: bool = False
 
     def __post_init__(self) -> None:
         integer("patience", self.patience, minimum=0)
@@ -109,6 +124,12 @@ class GradientEngine:
     def stepped_terms(self) -> tuple:
         """The objective's terms with parameters and an optimiser step of their own (module docstring); none here."""
         return ()
+
+    def compile(self, ae: Autoencoder, batch: tuple, num_data: int) -> str:
+        """The path that computes the fit's steps, chosen once on the first minibatch ``batch`` after the warm-up:
+        ``"pyro"`` (Pyro's traces, the reference; the default) or ``"compiled"`` (:mod:`aezoo.inference.compiled`,
+        taken only when it gives the same loss and gradients there). ``FitResult.stats["compiled"]`` records it."""
+        return "pyro"
 
     def check(self, ae: Autoencoder, *data: Tensor) -> None:
         """Raise ``ValueError`` when the engine does not apply to ``ae`` (e.g. needs reparameterised guides)."""
@@ -152,10 +173,14 @@ class GradientEngine:
         data = ae.prepare(*data)
         num_data = check_lengths(data)
         device = next(ae.parameters()).device
-        data = to_device(data, device)
+        data = _to_device(data, device)
         ae.validate(*_transformed(data, transform))
         strata = self._strata(ae, data)
-        first = _transformed(rows(data, slice(0, self.batch_size)), transform)
+        world = distributed.world_size()
+        if world > 1 and (strata is not None or self.stepped_terms()):
+            raise ValueError("distributed training supports plain minibatches of one objective: not "
+                             "labelled_per_batch nor a term with an optimiser of its own (a critic)")
+        first = _transformed(rows(data, slice(0, self.batch_size * world)), transform)  # one global batch
         self.check(ae, *first)
         val = None if validation is None else Validation(to_device(ae.prepare(*validation), device), transform,
                                                          self.seed)
@@ -164,61 +189,73 @@ class GradientEngine:
         order = torch.Generator().manual_seed(self.seed)
         with torch.no_grad():  # warm-up: lazily created parameters exist after it; its loss is the reference
             start_loss = self.loss(ae, *first, num_data=num_data).item()
+        path = self.compile(ae, first, num_data)  # the path of the steps (compile; inference/compiled.py)
         stepped = [(term, term.own_parameters(ae)) for term in self.stepped_terms()]
         owned = {id(p) for _, params in stepped for p in params}
         params = [p for p in ae.parameters() if id(p) not in owned]  # the terms' own are trained by their steps
         optim = make_optimizer(self.optimizer, params, self.lr, self.weight_decay)
+        deferred = _defers(device) and fused(optim, params) is not None
+        optim = fused(optim, params) if deferred else optim
         term_optims = [term.optimizer(own) for term, own in stepped]
         schedule = make_schedule(optim, self.lr_schedule, self.epochs, self.lr_decay)
-        losses, seconds, stopped = self._resume(ae, optim, schedule, order, checkpoint, device, val, term_optims)
+        scaler = make_scaler(device, self.amp) if deferred else None
+        losses, seconds, stopped = self._resume(ae, optim, schedule, order, checkpoint, device, val, term_optims,
+                                                scaler)
+        objective = self.loss if world == 1 else distributed.wrap(self.loss, ae, first, num_data, device)
+        stepper = Stepper(self, params, optim, start_loss, deferred, scaler)
         rates = [self.lr * SCHEDULES[self.lr_schedule](e, self.epochs, self.lr_decay) for e in range(len(losses))]
 
-        steps = math.ceil((num_data if strata is None else len(strata[1])) / self._unlabelled_per_batch(strata))
-        bar = tqdm(total=self.epochs * steps, initial=len(losses) * steps, disable=not self.progress,
+        steps = math.ceil((num_data if strata is None else len(strata[1])) / self._unlabelled_per_batch(strata)
+                          / world)
+        bar = tqdm(total=self.epochs * steps, initial=len(losses) * steps,
+                   disable=not (self.progress and distributed.is_main()),
                    desc=f"{type(self).__name__.lower()} {ae.name}", unit="step", dynamic_ncols=True)
+        if self.progress:
+            tqdm.write(f"{type(self).__name__.lower()} {ae.name}: the {path} path runs the steps")
         ae.train()
         # Pyro checked shapes and supports in the warm-up step above; skipping those checks in every
         # step saves ~10% of a small VAE epoch (benchmarks/svi_overhead.py). NaNs are still caught.
-        with pyro.validation_enabled(False):
+        with pyro.validation_enabled(False), networks_autocast(ae, device, self.amp):
             for epoch in range(len(losses), len(losses) if stopped else self.epochs):
-                start, total, seen = time.perf_counter(), 0.0, 0
+                start, shown = time.perf_counter(), time.perf_counter()
+                stepper.new_epoch()
+                distributed.reseed(self.seed, epoch)  # ranks > 0: draws of their own, resumable
                 rates.append(optim.param_groups[0]["lr"])  # the rate the optimiser uses in this epoch
                 for step, idx in enumerate(self._batches(num_data, strata, steps, order, device)):
+                    local, weight = (idx, 1.0) if isinstance(idx, tuple) else distributed.shard(idx)
                     with at_epoch(epoch + step / steps):  # training progress, read by schedules (objectives.py)
                         self._term_steps(ae, stepped, term_optims, data, idx, transform, epoch)
-                        loss = self._batch_loss(ae, data, idx, transform, num_data, strata)
-                    self._check_step(loss.item(), start_loss, epoch)
-                    optim.zero_grad(set_to_none=True)
-                    loss.backward()
-                    norm = torch.nn.utils.clip_grad_norm_(params, self.clip_norm or math.inf)
-                    if not torch.isfinite(norm):
-                        self._stop(f"a gradient became NaN or infinite in epoch {epoch + 1} (the step was not "
-                                   "applied)")
-                    optim.step()
-                    size = sum(map(len, idx)) if isinstance(idx, tuple) else len(idx)
-                    total, seen = total + loss.item() * size, seen + size
+                        loss = self._batch_loss(ae, data, local, transform, num_data, strata, objective)
+                    stepper.step(loss, weight, sum(map(len, idx)) if isinstance(idx, tuple) else len(idx), epoch)
                     bar.update()
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.3f}")  # running mean of the epoch
+                    if not bar.disable and (not deferred or time.perf_counter() - shown > 1.0):
+                        stepper.check(epoch)  # deferred: one read of the device per refresh
+                        bar.set_postfix(epoch=epoch + 1, loss=f"{stepper.mean():.3f}")  # running mean of the epoch
+                        shown = time.perf_counter()
+                stepper.check(epoch)
                 seconds += time.perf_counter() - start
                 self._check_epoch(ae, first, num_data, start_loss, epoch, device)  # a diverged epoch is not saved
-                losses.append(total / seen)
+                losses.append(stepper.mean())
                 schedule.step()
                 best = val is not None and val.score(self.loss, ae, epoch, self.batch_size, device)
-                stopped = val is not None and val.exhausted(self.patience)
-                if checkpoint is not None:
+                stopped = distributed.agree(val is not None and val.exhausted(self.patience))  # rank 0's curve
+                if checkpoint is not None and distributed.is_main():
                     _save(checkpoint, ae, optim, schedule, order, losses, seconds, device,
                           {**({} if val is None else {**val.state(), "stopped": stopped}),
-                           **({"term_optims": [o.state_dict() for o in term_optims]} if term_optims else {})})
+                           **({"term_optims": [o.state_dict() for o in term_optims]} if term_optims else {}),
+                           **({} if scaler is None else {"scaler": scaler.state_dict()})})
                     if best:
                         atomic_torch_save({"model": ae.state_dict(), "epoch": epoch + 1}, best_path(checkpoint))
-                if on_epoch is not None:
+                if on_epoch is not None and distributed.is_main():
                     on_epoch(epoch + 1, {"loss": losses[-1], "lr": rates[-1],
                                          **({} if val is None else {"val_loss": val.losses[-1]})})
                 if stopped:
                     break
         bar.close()
+        distributed.barrier()  # rank 0's last checkpoint is written before any rank goes on
         ae.eval()
-        stats = {"train_seconds": torch.tensor(seconds), "lr": torch.tensor(rates, dtype=torch.float64)}
+        stats = {"train_seconds": torch.tensor(seconds), "lr": torch.tensor(rates, dtype=torch.float64),
+                 "compiled": torch.tensor(path != "pyro")}  # which path ran: compile's answer
         if val is not None:
             stats.update(val_losses=torch.tensor(val.losses, dtype=torch.float64),
                          best_epoch=torch.tensor(-1 if val.best_epoch is None else val.best_epoch + 1))
@@ -239,7 +276,8 @@ class GradientEngine:
         the random streams are left as they were, so checking changes no result."""
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad(), \
                 at_epoch(epoch + 1):  # the objective as it stands at the end of the epoch (schedules)
-            self._check_step(self.loss(ae, *first, num_data=num_data).item(), start, epoch)
+            value = distributed.all_sum(self.loss(ae, *first, num_data=num_data).detach()) / distributed.world_size()
+            self._check_step(value.item(), start, epoch)  # the ranks' mean: all decide alike
 
     def _stop(self, what: str) -> None:
         raise Diverged(f"{type(self).__name__.lower()} diverged: {what}; the checkpoint, if any, holds the last good "
@@ -274,7 +312,8 @@ class GradientEngine:
                  device: torch.device) -> list:
         """One epoch's minibatch indices from ``order``: tensors, or (labelled, unlabelled) pairs with strata."""
         if strata is None:
-            return list(torch.randperm(num_data, generator=order).to(device).split(self.batch_size))
+            global_batch = self.batch_size * distributed.world_size()  # split by the ranks in the step
+            return list(torch.randperm(num_data, generator=order).to(device).split(global_batch))
         labelled, unlabelled = strata
         cycles = math.ceil(steps * self.labelled_per_batch / len(labelled))
         stream = torch.cat([labelled[torch.randperm(len(labelled), generator=order)] for _ in range(cycles)])
@@ -294,16 +333,19 @@ class GradientEngine:
                 self._stop(f"the loss of {type(term).__name__}'s own step became {value} in epoch {epoch + 1}")
 
     def _batch_loss(self, ae: Autoencoder, data: tuple, idx, transform, num_data: int,
-                    strata: tuple[Tensor, Tensor] | None) -> Tensor:
-        """The loss of one minibatch; a stratified one is each stratum's loss weighted by its share of the data."""
+                    strata: tuple[Tensor, Tensor] | None, objective: Callable[..., Tensor] | None = None) -> Tensor:
+        """The loss of one minibatch; a stratified one is each stratum's loss weighted by its share of the data.
+        ``objective`` replaces ``self.loss`` (the DDP-wrapped loss under data parallelism)."""
+        objective = objective or self.loss
         if strata is None:
-            return self.loss(ae, *_transformed(rows(data, idx), transform), num_data=num_data)
-        return sum(len(s) * self.loss(ae, *_transformed(rows(data, part), transform), num_data=len(s))
+            return objective(ae, *_transformed(rows(data, idx), transform), num_data=num_data)
+        return sum(len(s) * objective(ae, *_transformed(rows(data, part), transform), num_data=len(s))
                    for s, part in zip(strata, idx)) / num_data
 
     def _resume(self, ae: Autoencoder, optim: torch.optim.Optimizer, schedule, order: torch.Generator,
                 checkpoint: str | Path | None, device: torch.device,
-                val: Validation | None, term_optims: list) -> tuple[list[float], float, bool]:
+                val: Validation | None, term_optims: list,
+                scaler: torch.amp.GradScaler | None = None) -> tuple[list[float], float, bool]:
         """Restore model, optimiser (and the stepped terms' ones), schedule, validation and RNG states from
         ``checkpoint`` if it exists; epoch losses, seconds and whether the fit had stopped early."""
         if checkpoint is None or not Path(checkpoint).exists():
@@ -320,6 +362,8 @@ class GradientEngine:
         optim.load_state_dict(state["optim"])
         for term_optim, term_state in zip(term_optims, saved):
             term_optim.load_state_dict(term_state)
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         if "schedule" in state:
             schedule.load_state_dict(state["schedule"])
         else:  # a checkpoint from before schedules: constant rate, one step per epoch done
@@ -351,6 +395,19 @@ def _save(path: str | Path, ae: Autoencoder, optim: torch.optim.Optimizer, sched
     atomic_torch_save({"model": ae.state_dict(), "optim": optim.state_dict(), "schedule": schedule.state_dict(),
                        "train_seconds": seconds,
                        "losses": torch.tensor(losses, dtype=torch.float64), **rng, **extra}, path)
+
+
+def _defers(device: torch.device) -> bool:
+    """Whether the loop reads nothing back per step (:mod:`aezoo.inference.stepping`): on CUDA."""
+    return device.type == "cuda"
+
+
+def _to_device(data: tuple, device: torch.device) -> tuple:
+    """``data`` on ``device``; CPU tensors bound for CUDA go through pinned memory, copied without blocking."""
+    if device.type != "cuda":
+        return to_device(data, device)
+    return tuple(None if d is None else d.pin_memory().to(device, non_blocking=True) if d.device.type == "cpu"
+                 else d.to(device) for d in data)
 
 
 def _transformed(batch: tuple[Tensor, ...], transform: Callable[[Tensor], Tensor] | None) -> tuple[Tensor, ...]:

@@ -165,6 +165,9 @@ class McmcEngine:
         sites = latent_sites(model_of(target), *data)
         if not sites:
             raise ValueError(f"{type(self).__name__} does not apply: the model has no latent sample sites")
+        if getattr(model_of(target), "stochastic_potential", False):  # e.g. sgp_bae: a fresh code draw per call
+            raise ValueError(f"{type(self).__name__} does not apply: the model's log density is a Monte Carlo "
+                             "estimate (it draws inside the model), which exact-gradient MCMC cannot use; use sghmc")
         discrete = sorted(n for n, s in sites.items() if s["fn"].support.is_discrete)
         if discrete:
             raise ValueError(f"{type(self).__name__} does not apply to discrete latent sites {discrete}: it needs "
@@ -178,6 +181,21 @@ class McmcEngine:
         inside the chain; ``resume`` is the last such dict when the fit resumes, else ``None``.
         """
         raise NotImplementedError
+
+    def run_chains(self, model: Callable, data: tuple, state: dict, save: Callable[[dict | None], None]) -> None:
+        """Run the chains ``len(state["chains"]) .. num_chains - 1`` one after another, appending
+        ``{"draws", "stats", "seconds"}`` to ``state["chains"]`` and calling ``save(None)`` after each."""
+        for c in range(len(state["chains"]), self.num_chains):
+            resume = state.pop("in_chain", None)
+            state["in_chain"] = None
+            if resume is None:
+                pyro.set_rng_seed(self.seed + c)
+            start = time.perf_counter()
+            with pyro.validation_enabled(False):  # as in Pyro's MCMC: check() above traced with validation on
+                draws, stats = self.run_chain(model, data, c, save, resume)
+            seconds = time.perf_counter() - start + (resume or {}).get("seconds", 0.0)
+            state["chains"].append({"draws": draws, "stats": stats, "seconds": seconds})
+            save(None)
 
     def fit(
         self,
@@ -232,17 +250,7 @@ class McmcEngine:
             if checkpoint is not None:
                 atomic_torch_save({**state, "in_chain": inner}, checkpoint)
 
-        for c in range(len(state["chains"]), self.num_chains):
-            resume = state.pop("in_chain", None)
-            state["in_chain"] = None
-            if resume is None:
-                pyro.set_rng_seed(self.seed + c)
-            start = time.perf_counter()
-            with pyro.validation_enabled(False):  # as in Pyro's MCMC: check() above traced with validation on
-                draws, stats = self.run_chain(model, data, c, save, resume)
-            seconds = time.perf_counter() - start + (resume or {}).get("seconds", 0.0)
-            state["chains"].append({"draws": draws, "stats": stats, "seconds": seconds})
-            save(None)
+        self.run_chains(model, data, state, save)
         chains = state["chains"][: self.num_chains]
         samples = {k: torch.stack([ch["draws"][k] for ch in chains]) for k in chains[0]["draws"]}
         samples.update(_deterministic_draws(model, data, samples))

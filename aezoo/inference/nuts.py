@@ -36,10 +36,11 @@ class NUTS(HMC):
     def pyro_kernel(self, model: Callable, dtype=None, max_plate_nesting=None) -> pyro_mcmc.NUTS:
         return pyro_mcmc.NUTS(model, max_tree_depth=self.max_tree_depth, **self._pyro_args(dtype, max_plate_nesting))
 
-    def numpyro_kernel(self, potential_fn: Callable):
+    def numpyro_kernel(self, potential_fn: Callable | None = None, model: Callable | None = None):
         import numpyro.infer
 
-        return numpyro.infer.NUTS(potential_fn=potential_fn, max_tree_depth=self.max_tree_depth, **self._numpyro_args())
+        return numpyro.infer.NUTS(model, potential_fn=potential_fn, max_tree_depth=self.max_tree_depth,
+                                  **self._numpyro_args())
 
 
 ENGINE = NUTS

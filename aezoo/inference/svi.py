@@ -85,6 +85,7 @@ from torch import Tensor
 
 from aezoo.checks import integer
 from aezoo.core import Autoencoder
+from aezoo.inference import compiled
 from aezoo.inference.loop import GradientEngine
 from aezoo.inference.objectives import SiteRecorder, latent_weight
 from aezoo.inference.terms import Term, make_term
@@ -257,8 +258,22 @@ class SVI(GradientEngine):
             if not torch.is_grad_enabled():  # its differentiable_loss refuses to run without gradients
                 return batch[0].new_tensor(elbo.loss(model, guide, *batch, num_data=num_data))
             return elbo.differentiable_loss(model, guide, *batch, num_data=num_data)
+        expected = compiled.checked(ae, self)
+        if expected is not None:  # the compiled path, checked on this fit's first minibatch (compile)
+            value = compiled.negative_elbo(ae, model, guide, batch, num_data, self.num_particles, self.analytic_kl,
+                                           expected)
+            if value is not None:
+                return value
         elbo = (TraceMeanField_ELBO if self.analytic_kl else Trace_ELBO)(**kwargs)
         return elbo.differentiable_loss(model, guide, *batch, num_data=num_data)
+
+    def compile(self, ae: Autoencoder, batch: tuple, num_data: int) -> str:
+        """``"compiled"`` when :mod:`aezoo.inference.compiled` gives this objective's loss and gradients on
+        ``batch`` (the fit's first minibatch), which the fit's steps then use, else ``"pyro"``. Only
+        ``elbo="trace"`` without relaxation or capacity objective is tried; ``num_data``: ``N``."""
+        if self.elbo != "trace" or self.relaxation is not None or self.capacity_term() is not None:
+            return "pyro"
+        return compiled.choose(ae, self, batch, num_data, self._loss)  # _loss is loss without a relaxation
 
     def check(self, ae: Autoencoder, *batch: Tensor) -> None:
         """``ValueError`` when the objective's terms do not fit ``ae``: a penalty's site is missing ("does not

@@ -36,10 +36,12 @@ from aezoo.models import (
     info_vae,
     joint_vae,
     k_sparse_ae,
+    koopman_vae,
     linear_gaussian,
     m2,
     markov_gp_vae,
     mvae,
+    pv_rnn,
     qlae,
     sgp_bae,
     svae,
@@ -50,6 +52,7 @@ from aezoo.models import (
     vgae,
     vlae,
     vq_vae,
+    vssm,
     wae,
     wae_gan,
 )
@@ -58,7 +61,7 @@ _MODULES: list[ModuleType] = [linear_gaussian, vae, info_vae, wae, swae, gmvae, 
                               markov_gp_vae, dmm, gppvae, sgp_bae, cvae, hvae, vamp_vae, m2, vlae, vgae, gae,
                               mvae, vq_vae, qlae, k_sparse_ae, gumbel_vae, joint_vae, dae, cae,
                               coupled_vae, wae_gan,
-                              gon, unscented_ae]
+                              gon, unscented_ae, pv_rnn, koopman_vae, vssm]
 
 MODELS: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[-1]: m for m in _MODULES}
 

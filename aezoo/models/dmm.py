@@ -51,7 +51,7 @@ from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder, Covariate
 from aezoo.guides.structured import encoder_input
 from aezoo.likelihoods import LIKELIHOODS
-from aezoo.sequence import SequenceModel
+from aezoo.sequence import SequenceModel, time_valid
 
 Step = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
@@ -73,14 +73,6 @@ class Config:
         check_sizes(self)
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
-
-
-def time_valid(x: Tensor, mask: Tensor | None) -> Tensor:
-    """``(B, T)`` bool: True up to and including each sequence's last time step with an observed entry."""
-    if mask is None:
-        return torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
-    seen = mask.any(-1)
-    return seen.flip(-1).cummax(-1).values.flip(-1)  # some observed step at or after t
 
 
 class MarkovNormal(TorchDistribution):

@@ -9,7 +9,11 @@ Generative story, for each sequence b of the ``"data"`` plate (``T`` frames at u
 The Matern GP is the first coordinate of an exact linear state-space model with ``nu + 1/2``
 states per channel [2] (:func:`aezoo.sequence.matern_prior`), so the prior is Pyro's
 ``GaussianHMM`` and its log density costs ``O(T)`` instead of the dense GP's ``O(T^3)``
-(:mod:`aezoo.models.gp_vae`). The kernel's lengthscale and variance are fixed, as in GP-VAE.
+(:mod:`aezoo.models.gp_vae`). The kernel's lengthscale and variance are learned by default
+(positive ``PyroParam`` point estimates; the state-space matrices are differentiable in them),
+fixed with ``learn_kernel=False`` as in GP-VAE, or global latents with ``LogNormal`` priors
+(``kernel_prior > 0``) and MAP guide sites (:class:`aezoo.sequence.HyperMAP`; the Kalman guide's
+prior then uses the MAP values).
 
 Guide: q(z_b | x_b) proportional to p(z_b) prod_t N(z_bt; r(x_bt), diag 1 / lambda(x_bt)), per-frame
 potentials combined with the state-space prior by exact Kalman smoothing [1]
@@ -28,12 +32,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder
 from aezoo.models import svae
-from aezoo.sequence import MATERN_NUS, SequenceModel, check_gp_settings, matern_prior, sequence_example_data
+from aezoo.sequence import (
+    MATERN_NUS,
+    SequenceModel,
+    check_gp_settings,
+    draw_hypers,
+    matern_prior,
+    sequence_example_data,
+    set_hyper,
+    with_hyper_guide,
+)
 
 COVARIATES = svae.COVARIATES  # the mask, as for svae
 
@@ -47,12 +61,14 @@ class Config:
     nu: float = 1.5  # Matern smoothness, one of aezoo.sequence.MATERN_NUS
     lengthscale: float = 2.0  # in frames
     variance: float = 1.0
+    learn_kernel: bool = True  # lengthscale and variance trained (from the values above); False: fixed
+    kernel_prior: float = 0.0  # > 0: LogNormal(log value, kernel_prior) priors, MAP guide sites; 0: PyroParams
     jitter: float = 1e-3  # white-noise variance added to z (keeps the emission of the state-space model proper)
     seq_len: int = 20  # T of example_data only; the model takes any T
 
     def __post_init__(self) -> None:
         check_sizes(self)
-        check_gp_settings(self.likelihood, self.lengthscale, self.variance, self.jitter)
+        check_gp_settings(self.likelihood, self.lengthscale, self.variance, self.jitter, self.kernel_prior)
         if self.nu not in MATERN_NUS:
             raise ValueError(f"nu must be one of {MATERN_NUS}, got {self.nu}")
 
@@ -63,16 +79,25 @@ class Model(SequenceModel):
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg.x_dim, cfg.z_dim, cfg.hidden_dims, cfg.activation, cfg.likelihood)
         self.cfg = cfg
+        for name in ("lengthscale", "variance"):
+            self.register_buffer(name, torch.tensor(float(getattr(cfg, name))))
+            set_hyper(self, name, cfg.learn_kernel, cfg.kernel_prior)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, num_data: int | None = None) -> None:
+        draw_hypers(self)  # hyper-parameter priors (if any) are global: drawn outside the data plate
+        super().forward(x, mask, num_data)
 
     def z_prior(self, x: Tensor):
         """Independent Matern GPs per channel as a GaussianHMM with event shape ``(T, D_z)``."""
         c = self.cfg
-        return matern_prior(x.shape[-2], c.z_dim, c.nu, c.lengthscale, c.variance, c.jitter, like=x)
+        return matern_prior(x.shape[-2], c.z_dim, c.nu, self.lengthscale, self.variance, c.jitter, like=x)
 
 
 def build(cfg: Config = Config()) -> Autoencoder:
     """The Matern state-space model with the Kalman-smoothing guide (see ``kalman_autoencoder``)."""
-    return svae.kalman_autoencoder(Model(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
+    ae = svae.kalman_autoencoder(Model(cfg), cfg, name=__name__.rsplit(".", 1)[-1])
+    ae.guide = with_hyper_guide(ae.model, ae.guide)
+    return ae
 
 
 def example_data(cfg: Config, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -64,6 +64,7 @@ from aezoo.inference.terms import (  # noqa: E402  (they subclass Term above)
     dip,
     frechet,
     gsnn,
+    koopman,
     mmd,
     sinkhorn,
     subsets,
@@ -76,7 +77,7 @@ TERMS: dict[str, type[Term]] = {"mmd": mmd.MMD, "swd": swd.SlicedWasserstein, "d
                                 "modality_subsets": subsets.ModalitySubsets, "vq": vq.VQ,
                                 "contractive": contractive.Contractive,
                                 "sinkhorn": sinkhorn.Sinkhorn, "critic": critic.Critic,
-                                "frechet": frechet.Frechet}
+                                "frechet": frechet.Frechet, "koopman": koopman.Koopman}
 
 
 def make_term(name: str, options: tuple[str, ...] = ()) -> Term:
