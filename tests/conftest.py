@@ -89,6 +89,16 @@ def small_config(name: str, **overrides):
     return dataclasses.replace(module.Config(), **{**SMALL_CONFIGS.get(name, {}), **overrides})
 
 
+def skip_unless_applies(eng, ae, *data) -> None:
+    """``pytest.skip`` when the engine's ``check`` says it "does not apply" to ``ae``; other errors propagate."""
+    try:
+        eng.check(ae, *data)
+    except ValueError as err:
+        if "does not apply" not in str(err):
+            raise
+        pytest.skip(str(err))
+
+
 def small_engine(name: str, model: str | None = None, **overrides):
     """Engine ``name`` for one quick epoch; with ``model``, its ``DEFAULT_ENGINE`` settings when that names ``name``."""
     cls = ENGINES[name]
