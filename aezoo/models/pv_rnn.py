@@ -64,6 +64,7 @@ from torch.distributions import constraints
 
 from aezoo.checks import check_sizes
 from aezoo.core import Autoencoder, Covariate
+from aezoo.guides.local_fit import fit_local
 from aezoo.sequence import check_sequence, masked_x_dist, time_valid
 
 Head = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -328,10 +329,11 @@ def error_regression(ae: Autoencoder, x_window: Tensor, mask: Tensor | None = No
     """Infer fresh adaptive vectors for a window of the past, then forecast from their posterior [1].
 
     Fresh vectors ``A`` ``(B, W, 2 D_z)`` (zeros, as in training) are fitted by Adam for ``steps`` steps
-    on the negative ``meta_prior``-weighted ELBO of the window alone (``num_particles`` draws per step);
-    the network weights are frozen (gradients go to ``A`` only). Then ``num_samples`` paths are drawn
-    from the fitted posterior over the window and the prior runs the net ``horizon`` steps ahead of each;
-    the forecast is the mean output. The window starts at the sequence's start (``h_0 = 0``).
+    on the negative ``meta_prior``-weighted ELBO of the window alone (``num_particles`` draws per step;
+    :func:`aezoo.guides.local_fit.fit_local`); the network weights are frozen (gradients go to ``A``
+    only). Then ``num_samples`` paths are drawn from the fitted posterior over the window and the prior
+    runs the net ``horizon`` steps ahead of each; the forecast is the mean output. The window starts at the
+    sequence's start (``h_0 = 0``).
 
     Args:
         ae: a fitted ``pv_rnn``.
@@ -356,18 +358,11 @@ def error_regression(ae: Autoencoder, x_window: Tensor, mask: Tensor | None = No
         with pyro.plate("data", len(x), subsample=x), poutine.scale(scale=ae.config.meta_prior):
             pyro.sample("z", ae.guide.posterior(x, mask, adaptive=adaptive))
 
-    elbo = pyro.infer.Trace_ELBO(num_particles=num_particles, vectorize_particles=True, max_plate_nesting=1)
-    optimizer = torch.optim.Adam([adaptive], lr=lr)
-    losses = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for _ in range(steps):
-            loss = elbo.differentiable_loss(ae.model, guide, x_window, mask, None) / B
-            (adaptive.grad,) = torch.autograd.grad(loss, [adaptive])
-            optimizer.step()
-            losses.append(loss.detach())
+        losses = fit_local(ae.model, guide, [adaptive], (x_window, mask, None), steps, lr, num_particles, scale=B)
         with torch.no_grad():
             z = ae.guide.posterior(x_window, mask, adaptive=adaptive).rsample((num_samples,))  # (S, B, W, D_z)
             h = run_states(ae.model.cell, z, ae.config.hidden_dim)[..., -1, :]
             prediction = run_ahead(ae, h, horizon).mean(0)
-    return prediction, torch.stack(losses)
+    return prediction, losses
